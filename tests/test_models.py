@@ -1,0 +1,269 @@
+"""EAAU-Net blocks against independent NumPy computations with the same weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eaau_jax import losses, models
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def np_conv(x, k, stride=1, pad=0, bias=None):
+  """Direct NHWC cross-correlation, kernel (kh, kw, cin, cout)."""
+  x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  kh, kw, _, co = k.shape
+  n, h, w, _ = x.shape
+  oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+  out = np.zeros((n, oh, ow, co))
+  for i in range(kh):
+    for j in range(kw):
+      patch = x[:, i:i + stride * oh:stride, j:j + stride * ow:stride, :]
+      out += patch @ k[i, j]
+  return out if bias is None else out + bias
+
+
+def np_bn(x, p, stats=None, eps=1e-5):
+  if stats is None:  # training: biased batch statistics over all but channels
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+  else:
+    mean, var = stats["mean"], stats["var"]
+  return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def sigmoid(x):
+  return 1 / (1 + np.exp(-x))
+
+
+def randomize(tree, key, low=-1.0, high=1.0):
+  """Replace every leaf by random values (so zero/one inits do not hide mistakes)."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  keys = jax.random.split(key, len(leaves))
+  new = [jax.random.uniform(k, l.shape, jnp.float32, low, high) for k, l in zip(keys, leaves)]
+  return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def np_shuffle_attention(x, p, groups, eps=1e-5):
+  """SA-Net written the PyTorch way, on NCHW: reshape into b*G, chunk, GN, concat, shuffle."""
+  x = np.transpose(x, (0, 3, 1, 2))
+  b, c, h, w = x.shape
+  x = x.reshape(b * groups, c // groups, h, w)
+  x0, x1 = np.split(x, 2, axis=1)
+  cw, cb, sw, sb = (np.asarray(p[k])[None, :, None, None] for k in ("cweight", "cbias", "sweight",
+                                                                     "sbias"))
+  xn = x0 * sigmoid(cw * x0.mean(axis=(2, 3), keepdims=True) + cb)
+  gn = (x1 - x1.mean(axis=(2, 3), keepdims=True)) / np.sqrt(x1.var(axis=(2, 3), keepdims=True) + eps)
+  xs = x1 * sigmoid(sw * gn + sb)
+  out = np.concatenate([xn, xs], axis=1).reshape(b, c, h, w)
+  out = out.reshape(b, 2, c // 2, h, w).transpose(0, 2, 1, 3, 4).reshape(b, c, h, w)
+  return np.transpose(out, (0, 2, 3, 1))
+
+
+def np_baa(x, p, stats=None):
+  g = x.mean(axis=(1, 2), keepdims=True)
+  g = np_conv(g, np.asarray(p["Conv_0"]["kernel"]), bias=np.asarray(p["Conv_0"]["bias"]))
+  g = np.maximum(np_bn(g, p["BatchNorm_0"], stats and stats["BatchNorm_0"]), 0)
+  g = np_conv(g, np.asarray(p["Conv_1"]["kernel"]), bias=np.asarray(p["Conv_1"]["bias"]))
+  return sigmoid(np_bn(g, p["BatchNorm_1"], stats and stats["BatchNorm_1"]))
+
+
+@pytest.fixture
+def xy():
+  kx, ky = jax.random.split(jax.random.key(0))
+  return (np.asarray(jax.random.normal(kx, (2, 6, 5, 16))),
+          np.asarray(jax.random.normal(ky, (2, 6, 5, 16))))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+def test_shuffle_attention_matches_numpy(xy, groups):
+  x, _ = xy
+  sa = models.ShuffleAttention(groups)
+  params = randomize(sa.init(jax.random.key(1), x)["params"], jax.random.key(2))
+  got = sa.apply({"params": params}, x)
+  np.testing.assert_allclose(got, np_shuffle_attention(x, params, groups), RTOL, ATOL)
+
+
+def test_shuffle_attention_init_is_identity_gate_of_sigmoid_one(xy):
+  # cw=0, cb=1, sw=0, sb=1 at init: both halves scaled by sigmoid(1), then channel-shuffled.
+  x, _ = xy
+  sa = models.ShuffleAttention(2)
+  got = sa.apply(sa.init(jax.random.key(1), x), x)
+  np.testing.assert_allclose(got, models.channel_shuffle(x * sigmoid(1.0), 2), RTOL, ATOL)
+
+
+def test_channel_shuffle_order():
+  x = np.arange(6.0).reshape(1, 1, 1, 6)
+  np.testing.assert_array_equal(models.channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
+
+
+def test_shuffle_attention_rejects_indivisible_channels():
+  with pytest.raises(ValueError, match=r"channels \(16\) must be divisible by 2 \* groups \(32\)"):
+    models.ShuffleAttention(16).init(jax.random.key(0), jnp.zeros((1, 4, 4, 16)))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_bottom_up_global_attention_matches_numpy(xy, train):
+  x, _ = xy
+  baa = models.BottomUpGlobalAttention(reduction=4)
+  v = baa.init(jax.random.key(1), x, train=False)
+  params = randomize(v["params"], jax.random.key(2))
+  stats = randomize(v["batch_stats"], jax.random.key(3), 0.1, 2.0)
+  got = baa.apply({"params": params, "batch_stats": stats}, x, train=train,
+                  mutable=["batch_stats"])[0]
+  assert got.shape == (2, 1, 1, 16)
+  np.testing.assert_allclose(got, np_baa(x, params, None if train else stats), RTOL, ATOL)
+
+
+def test_eaa_is_sa_x_plus_gate_times_sa_y(xy):
+  x, y = xy
+  eaa = models.EAA(sa_groups=4, reduction=4)
+  v = eaa.init(jax.random.key(1), x, y, train=False)
+  params = randomize(v["params"], jax.random.key(2))
+  stats = randomize(v["batch_stats"], jax.random.key(3), 0.1, 2.0)
+  got = eaa.apply({"params": params, "batch_stats": stats}, x, y, train=False)
+  want = (np_shuffle_attention(x, params["sa_low"], 4)
+          + np_baa(x, params["baa"], stats["baa"]) * np_shuffle_attention(y, params["sa_high"], 4))
+  np.testing.assert_allclose(got, want, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("name,formula", [
+    ("single_sa", lambda x, y, p, s: x + np_baa(x, p["baa"], s["baa"])
+     * np_shuffle_attention(y, p["sa_high"], 4)),
+    ("only_baa", lambda x, y, p, s: x + np_baa(x, p["baa"], s["baa"]) * y),
+    ("only_sa", lambda x, y, p, s: np_shuffle_attention(x, p["sa_low"], 4)
+     + np_shuffle_attention(y, p["sa_high"], 4)),
+    ("tgam", lambda x, y, p, s: y + np_baa(y, p["tgam"], s["tgam"]) * x),
+])
+def test_ablation_fusions_match_numpy(xy, name, formula):
+  x, y = xy
+  m = models.FUSIONS[name](sa_groups=4, reduction=4)
+  v = m.init(jax.random.key(1), x, y, train=False)
+  params = randomize(v["params"], jax.random.key(2))
+  stats = randomize(v.get("batch_stats", {}), jax.random.key(3), 0.1, 2.0)
+  got = m.apply({"params": params, "batch_stats": stats}, x, y, train=False)
+  np.testing.assert_allclose(got, formula(x, y, params, stats), RTOL, ATOL)
+
+
+def test_blam_is_pointwise_gate(xy):
+  x, y = xy
+  m = models.BLAM(reduction=4)
+  v = m.init(jax.random.key(1), x, y, train=False)
+  params = randomize(v["params"], jax.random.key(2))
+  stats = randomize(v["batch_stats"], jax.random.key(3), 0.1, 2.0)
+  got = m.apply({"params": params, "batch_stats": stats}, x, y, train=False)
+  p, s = params["blam"], stats["blam"]
+  g = np_conv(x, np.asarray(p["Conv_0"]["kernel"]), bias=np.asarray(p["Conv_0"]["bias"]))
+  g = np.maximum(np_bn(g, p["BatchNorm_0"], s["BatchNorm_0"]), 0)
+  g = np_conv(g, np.asarray(p["Conv_1"]["kernel"]), bias=np.asarray(p["Conv_1"]["bias"]))
+  want = x + sigmoid(np_bn(g, p["BatchNorm_1"], s["BatchNorm_1"])) * y
+  np.testing.assert_allclose(got, want, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("strides,cin,cout", [(1, 16, 16), (2, 16, 32)])
+def test_residual_block_matches_numpy(strides, cin, cout):
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 8, 7, cin)))
+  blk = models.ResidualBlock(cout, strides)
+  v = blk.init(jax.random.key(1), x, train=False)
+  p = randomize(v["params"], jax.random.key(2), -0.3, 0.3)
+  s = randomize(v["batch_stats"], jax.random.key(3), 0.1, 2.0)
+  got = blk.apply({"params": p, "batch_stats": s}, x, train=False)
+  k = lambda name: np.asarray(p[name]["kernel"])
+  y = np.maximum(np_bn(np_conv(x, k("Conv_0"), strides, 1), p["BatchNorm_0"], s["BatchNorm_0"]), 0)
+  y = np_bn(np_conv(y, k("Conv_1"), 1, 1), p["BatchNorm_1"], s["BatchNorm_1"])
+  short = x
+  if "Conv_2" in p:
+    short = np_bn(np_conv(x, k("Conv_2"), strides, 0), p["BatchNorm_2"], s["BatchNorm_2"])
+  assert ("Conv_2" in p) == (strides != 1 or cin != cout)
+  np.testing.assert_allclose(got, np.maximum(short + y, 0), RTOL, 1e-4)
+
+
+def test_subpixel_upsample_spans_transposed_conv():
+  """A 4x4 stride-2 transposed conv is a sub-pixel conv with some 3x3 taps at zero."""
+  x = np.asarray(jax.random.normal(jax.random.key(0), (1, 5, 6, 3)))
+  tconv = models.upsampler("transpose", 2, "t")
+  vt = tconv.init(jax.random.key(1), x)
+  want = np.asarray(tconv.apply(vt, x))
+  assert want.shape == (1, 10, 12, 2)
+  # Fit the sub-pixel kernel by least squares on random inputs; the residual must vanish.
+  sub = models.SubPixelUpsample(2)
+  vs = sub.init(jax.random.key(2), x)
+  f = lambda k, inp: sub.apply({"params": {"Conv_0": {"kernel": k}}}, inp)
+  xs = jax.random.normal(jax.random.key(3), (8, 5, 6, 3))
+  targets = tconv.apply(vt, xs)
+  k0 = jnp.zeros_like(vs["params"]["Conv_0"]["kernel"])
+  jac = jax.jacobian(lambda k: f(k, xs).ravel())(k0).reshape(-1, k0.size)
+  sol, *_ = np.linalg.lstsq(np.asarray(jac), np.asarray(targets).ravel(), rcond=None)
+  np.testing.assert_allclose(f(sol.reshape(k0.shape), x), want, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("fusion", sorted(models.FUSIONS))
+@pytest.mark.parametrize("shape", [(1, 64, 64, 1), (2, 37, 50, 1)])
+def test_every_variant_jits_forward_and_backward(fusion, shape):
+  model = models.EAAUNet(widths=(16, 32, 64), blocks=1, fusion=fusion)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+  x = jax.random.normal(jax.random.key(1), shape)
+  t = (jax.random.uniform(jax.random.key(2), shape) > 0.98).astype(jnp.float32)
+
+  @jax.jit
+  def loss_and_grad(params, stats):
+    def loss(p):
+      logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"])
+      return losses.soft_iou_loss(logits, t), (logits, new)
+    return jax.value_and_grad(loss, has_aux=True)(params)
+
+  (val, (logits, new)), grads = loss_and_grad(v["params"], v["batch_stats"])
+  assert logits.shape == shape
+  assert np.isfinite(val) and np.all(np.isfinite(logits))
+  assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+  assert any(np.any(g != 0) for g in jax.tree_util.tree_leaves(grads))
+  # batch statistics moved in training mode
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(new),
+                                                   jax.tree_util.tree_leaves(v["batch_stats"])))
+  eval_logits = jax.jit(lambda v_, x_: model.apply(v_, x_, train=False))(v, x)
+  assert eval_logits.shape == shape and np.all(np.isfinite(eval_logits))
+
+
+def test_padding_does_not_leak_beyond_crop():
+  """Output of a non-multiple-of-4 input equals the same input zero-padded, cropped back."""
+  model = models.EAAUNet(blocks=1)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+  x = jax.random.normal(jax.random.key(1), (1, 37, 50, 1))
+  padded = jnp.pad(x, ((0, 0), (0, 3), (0, 2), (0, 0)))
+  np.testing.assert_allclose(model.apply(v, x), model.apply(v, padded)[:, :37, :50], 1e-5, 1e-5)
+
+
+def test_three_channel_input_and_pure_function():
+  model = models.EAAUNet(blocks=1)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+  assert v["params"]["stem"]["kernel"].shape == (3, 3, 3, 16)
+  x = jax.random.normal(jax.random.key(1), (2, 20, 24, 3))
+  np.testing.assert_array_equal(model.apply(v, x), model.apply(v, x))  # no hidden state
+
+
+def test_unknown_fusion_and_config_fields_are_errors():
+  with pytest.raises(ValueError, match="unknown fusion 'nope'"):
+    models.EAAUNet(fusion="nope").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  with pytest.raises(ValueError, match=r"unknown fields \['widht'\]"):
+    models.model_from_config({"widht": 3})
+  with pytest.raises(ValueError, match="unknown upsampling"):
+    models.EAAUNet(upsampling="bicubic").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+
+
+def test_paper_default_parameter_count():
+  """16/32/64, b=3, EAA with transposed convs: count the layers by hand."""
+  model = models.EAAUNet(upsampling="transpose")
+  n = models.count_params(model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"])
+  conv = lambda k, ci, co: k * k * ci * co
+  bn = lambda c: 2 * c
+  block = lambda ci, co: (conv(3, ci, co) + bn(co) + conv(3, co, co) + bn(co)
+                          + (conv(1, ci, co) + bn(co) if ci != co else 0))
+  stage = lambda ci, co: block(ci, co) + 2 * block(co, co)
+  sa = lambda c, g=4: 4 * (c // (2 * g))
+  baa = lambda c: (c * (c // 4) + c // 4) + bn(c // 4) + ((c // 4) * c + c) + bn(c)
+  eaa = lambda c: 2 * sa(c) + baa(c)
+  want = (conv(3, 1, 16) + bn(16) + stage(16, 16) + stage(16, 32) + stage(32, 64)
+          + conv(4, 64, 32) + eaa(32) + stage(32, 32) + conv(4, 32, 16) + eaa(16) + stage(16, 16)
+          + conv(3, 16, 4) + bn(4) + 4 + 1)
+  assert n == want

@@ -1,0 +1,105 @@
+"""Orbax checkpoints: the last K in ``<workdir>/checkpoints``, the best by val IoU in ``<workdir>/best``.
+
+Each checkpoint holds the train state and a JSON ``meta`` item: the run's config, the normalisation
+mean/std and the parameter count, so ``--mode=eval`` and ``--mode=predict`` rebuild the very model
+that was trained, and say so clearly when the checkpoint and the config disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
+
+ITEMS = ("state", "meta")
+
+
+class CheckpointError(ValueError):
+  """A missing, unreadable or incompatible checkpoint; the message names the path."""
+
+
+def _manager(directory: str, **options) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.abspath(directory), item_names=ITEMS,
+      options=ocp.CheckpointManagerOptions(create=True, **options))
+
+
+def _abstract(state, mesh):
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
+
+
+class Checkpoints:
+  """Save every N steps / at each evaluation; resume from the latest."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.join(workdir, "checkpoints")
+    self.latest = _manager(self.directory, max_to_keep=keep)
+    self.best = _manager(os.path.join(workdir, "best"), max_to_keep=1, best_mode="max",
+                         best_fn=lambda m: m["iou"])
+
+  def save(self, step: int, state, meta: dict, val_metrics: Optional[dict] = None):
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    if step not in self.latest.all_steps():
+      self.latest.save(step, args=args)
+    if val_metrics is not None and step not in self.best.all_steps():
+      meta = {**meta, "val_metrics": val_metrics}
+      self.best.save(step, metrics=val_metrics, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  def restore_latest(self, state, mesh):
+    step = self.latest.latest_step()
+    if step is None:
+      return state
+    return restore_state(self.latest, step, state, mesh)
+
+  def close(self):
+    for m in (self.latest, self.best):
+      m.wait_until_finished()
+      m.close()
+
+
+def restore_state(manager: ocp.CheckpointManager, step: int, template, mesh):
+  try:
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(template, mesh))))
+  except (ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(
+        f"{manager.directory}/{step}: checkpoint does not fit the model of this config "
+        f"(different fusion, widths, blocks or channels?): {e}") from None
+  return out.state
+
+
+def locate(path: str) -> tuple[ocp.CheckpointManager, int]:
+  """A checkpoint from a workdir (its best, else its latest), a checkpoints folder, or a step folder."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: no such checkpoint or workdir")
+  candidates = [os.path.join(path, "best"), os.path.join(path, "checkpoints"), path]
+  if os.path.basename(path).isdigit():
+    candidates.insert(0, os.path.dirname(path))
+  for directory in candidates:
+    if not os.path.isdir(directory):
+      continue
+    manager = ocp.CheckpointManager(directory, item_names=ITEMS)
+    steps = manager.all_steps()
+    if not steps:
+      continue
+    if os.path.basename(path).isdigit() and directory == os.path.dirname(path):
+      if int(os.path.basename(path)) not in steps:
+        break
+      return manager, int(os.path.basename(path))
+    return manager, max(steps)
+  raise CheckpointError(f"{path}: no checkpoint found (looked in best/, checkpoints/ and the path)")
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  try:
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  except Exception as e:  # orbax raises several types for a missing/corrupt item
+    raise CheckpointError(f"{manager.directory}/{step}: cannot read the checkpoint's config "
+                          f"(not a checkpoint of this project?): {e}") from None

@@ -1,0 +1,159 @@
+"""``--mode=eval`` and ``--mode=predict``: a restored checkpoint on a split, or on a folder of images."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from eaau_jax import checkpoints, imageio, input_pipeline, metrics, models, train
+
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def _model_differences(a: dict, b: dict) -> list[str]:
+  norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+  return [f"{k}: config {norm(a.get(k))!r} vs checkpoint {norm(b.get(k))!r}"
+          for k in sorted(set(a) | set(b)) if norm(a.get(k)) != norm(b.get(k))]
+
+
+def restore(checkpoint: str, mesh, config: Optional[ml_collections.ConfigDict] = None):
+  """(state, checkpoint config, meta, step) of a checkpoint; ``config``'s model must match it."""
+  manager, step = checkpoints.locate(checkpoint)
+  meta = checkpoints.read_meta(manager, step)
+  ckpt_config = ml_collections.ConfigDict(meta["config"])
+  if config is not None:
+    diff = _model_differences(config.model.to_dict(), ckpt_config.model.to_dict())
+    if config.input.channels != ckpt_config.input.channels:
+      diff.append(f"input.channels: config {config.input.channels} vs checkpoint "
+                  f"{ckpt_config.input.channels}")
+    if diff:
+      raise checkpoints.CheckpointError(
+          f"{manager.directory}/{step}: the config's model differs from the checkpoint's: "
+          + "; ".join(diff) + " (leave out --config to use the checkpoint's own)")
+  model = models.model_from_config(ckpt_config.model)
+  template = train.create_train_state(ckpt_config, model, 1, mesh)
+  state = checkpoints.restore_state(manager, step, template, mesh)
+  logging.info("Restored %s/%d (%d params)", manager.directory, step, meta["num_params"])
+  return state, ckpt_config, meta, step
+
+
+def _plot_curves(curves: dict, result: dict, path: str):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.5))
+  a.plot(curves["recall"], curves["precision"], ".-")
+  a.set(xlabel="recall", ylabel="precision", title=f"PR (AP {result['ap']:.4f})", xlim=(0, 1),
+        ylim=(0, 1.02))
+  b.plot(curves["fpr"], curves["tpr"], ".-")
+  b.set(xlabel="false positive rate", ylabel="true positive rate", xscale="log",
+        title=f"ROC (AUC {result['roc_auc']:.4f})")
+  for ax in (a, b):
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def _inference_ms_per_image(state, loader, mesh) -> float:
+  """Median over batches of the jitted forward time / real images (after compilation)."""
+  forward = jax.jit(lambda s, x: s.apply_fn({"params": s.params, "batch_stats": s.batch_stats}, x,
+                                            train=False))
+  per_image = []
+  for batch in loader:
+    x = input_pipeline.to_global(mesh, {"image": batch["image"]})["image"]
+    jax.block_until_ready(forward(state, x))  # compile this bucket shape
+    t0 = time.perf_counter()
+    jax.block_until_ready(forward(state, x))
+    per_image.append((time.perf_counter() - t0) / max(batch["weight"].sum(), 1) * 1e3)
+  return float(np.median(per_image))
+
+
+def run_eval(checkpoint: str, split: Optional[str], output_dir: Optional[str],
+             config: Optional[ml_collections.ConfigDict] = None) -> dict:
+  """Evaluates a checkpoint on a split; writes eval_<split>.json/.md and PR/ROC plots."""
+  mesh = input_pipeline.make_mesh()
+  state, ckpt_config, meta, step = restore(checkpoint, mesh, config)
+  config = config if config is not None else ckpt_config
+  split = split or config.dataset.test_split
+  train.check_divisible(config)
+  source = input_pipeline.open_source(config.dataset, split)
+  loader = train.make_eval_loader(config, source, meta["mean"], meta["std"])
+  _, p_eval = train.compile_steps(config, mesh)
+  result, _, curves = train.evaluate(state, loader, p_eval, mesh)
+  result["ms_per_image"] = _inference_ms_per_image(state, loader, mesh)
+  result["num_params"] = meta["num_params"]
+  report = {"checkpoint": f"{checkpoint} (step {step})", "dataset": config.dataset.name,
+            "split": split, "device": jax.devices()[0].device_kind,
+            "metrics": result, "protocol": metrics.__doc__.split("``SegmentationMetrics")[0]}
+  output_dir = output_dir or os.path.join(os.path.abspath(os.path.expanduser(checkpoint)), "eval")
+  os.makedirs(output_dir, exist_ok=True)
+  stem = os.path.join(output_dir, f"eval_{split}")
+  with open(stem + ".json", "w") as f:
+    json.dump(report, f, indent=1)
+  names = [("IoU", "iou"), ("nIoU", "niou"), ("Pd", "pd"), ("Fa", "fa"), ("AP", "ap"),
+           ("F-measure (b2=0.3)", "f_measure"), ("F-area", "f_area"), ("ROC AUC", "roc_auc"),
+           ("params", "num_params"), ("inference ms/image", "ms_per_image")]
+  rows = "\n".join(f"| {n} | {result[k]:.6g} |" for n, k in names)
+  with open(stem + ".md", "w") as f:
+    f.write(f"# {config.dataset.name} / {split}: {report['checkpoint']}\n\n| metric | value |\n"
+            f"|---|---:|\n{rows}\n\n{int(result['images'])} images, {result['targets']} targets, "
+            f"at native resolution; inference timed on {report['device']}.\n\n"
+            f"![PR and ROC]({os.path.basename(stem)}_curves.png)\n")
+  _plot_curves(curves, result, stem + "_curves.png")
+  logging.info("eval %s: %s -> %s.{json,md}", split, {k: round(v, 4) for k, v in result.items()
+                                                      if isinstance(v, float)}, stem)
+  return report
+
+
+def list_images(input_dir: str) -> list[str]:
+  if not os.path.isdir(input_dir):
+    raise imageio.DataError(f"{input_dir}: --input is not a directory")
+  files = sorted(f for f in os.listdir(input_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+  if not files:
+    raise imageio.DataError(f"{input_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+  return [os.path.join(input_dir, f) for f in files]
+
+
+def overlay(image: np.ndarray, pred: np.ndarray) -> np.ndarray:
+  """RGB uint8: the grey image, predicted target pixels in red."""
+  rgb = np.repeat(image, 3, axis=-1).astype(np.uint8)
+  rgb[pred] = (255, 0, 0)
+  return rgb
+
+
+def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: float = 0.0) -> list:
+  """Writes <name>_mask.png (0/255) and <name>_overlay.png for every image of ``input_dir``."""
+  paths = list_images(input_dir)
+  mesh = input_pipeline.make_mesh(jax.devices()[:1])
+  state, config, meta, _ = restore(checkpoint, mesh)
+  multiple = config.input.eval_pad_multiple
+  forward = jax.jit(lambda s, x: s.apply_fn({"params": s.params, "batch_stats": s.batch_stats}, x,
+                                            train=False))
+  os.makedirs(output_dir, exist_ok=True)
+  written = []
+  for path in paths:
+    image = imageio.read_grayscale(path)
+    h, w = image.shape[:2]
+    bh, bw = input_pipeline.bucket_shape(h, w, multiple)  # a few shapes: few compilations
+    x = np.zeros((1, bh, bw, config.input.channels), np.float32)
+    x[0, :h, :w] = input_pipeline.normalize(image, meta["mean"], meta["std"],
+                                            config.input.channels)
+    logits = np.asarray(forward(state, jnp.asarray(x)))[0, :h, :w, 0]
+    pred = logits > threshold
+    stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
+    Image.fromarray((pred * 255).astype(np.uint8)).save(stem + "_mask.png")
+    Image.fromarray(overlay(image, pred)).save(stem + "_overlay.png")
+    written.append(stem)
+  logging.info("predicted %d images into %s", len(written), output_dir)
+  return written

@@ -1,0 +1,287 @@
+"""Input pipeline: sources, ACM-protocol augmentation, per-process batches, device placement.
+
+Sources are random-access (``len``, ``[i]`` -> dict with uint8 ``image`` (H, W, 1), {0,1} ``mask``,
+``id``): ``tfds.data_source`` over the array_record build of ``tfds_sirst`` (no TensorFlow on the
+read path), or the embedded synthetic dataset.
+
+Determinism: an epoch's order is a permutation drawn from (seed, epoch); each example's augmentation
+from (seed, epoch, example index). So batches are the same whatever the number of threads, processes
+or devices, and a run resumed at step s sees exactly the batches an uninterrupted run would.
+
+Multi-host: every global batch is cut into ``process_count`` equal rows; process p reads and
+augments only its rows, and ``to_global`` assembles the global array on the device mesh.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import math
+import os
+from typing import Iterator, Optional
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image, ImageFilter
+
+from eaau_jax import synthetic
+from eaau_jax.imageio import DataError
+
+DATA_AXIS = "data"
+
+
+# ---------------------------------------------------------------- sources
+class _TfdsSource:
+  """tfds data source with ``id`` as str."""
+
+  def __init__(self, ds):
+    self._ds = ds
+
+  def __len__(self):
+    return len(self._ds)
+
+  def __getitem__(self, i):
+    ex = dict(self._ds[i])
+    if isinstance(ex["id"], bytes):
+      ex["id"] = ex["id"].decode()
+    return ex
+
+
+def tfds_builder(dataset_cfg):
+  """The ``tfds_sirst`` builder a ``config.dataset`` names (``sirst``, ``sirst_v2`` or ``folder``)."""
+  from tfds_sirst import sirst_dataset_builder as sb  # tfds only where a tfds dataset is used
+  name = dataset_cfg.name
+  if name == "folder" and dataset_cfg.get("folder"):
+    f = dict(dataset_cfg.folder)
+    f["split_files"] = tuple(tuple(x) for x in f.get("split_files", sb.FOLDER.split_files))
+    config = sb.SirstConfig(**f)
+  elif name in ("sirst", "sirst_v2", "folder"):
+    config = name
+  else:
+    raise ValueError(f"config.dataset.name: unknown dataset {name!r}; expected synthetic, sirst, "
+                     "sirst_v2 or folder")
+  data_dir = os.path.expanduser(dataset_cfg.data_dir)
+  return sb.Builder(config=config, data_dir=data_dir, file_format="array_record")
+
+
+def prepare(dataset_cfg):
+  """Builds the tfds dataset once (needs TensorFlow); later runs only read it."""
+  builder = tfds_builder(dataset_cfg)
+  if not (builder.data_path / "dataset_info.json").exists():
+    import tensorflow_datasets as tfds
+    manual = dataset_cfg.get("manual_dir") or None
+    if manual and not os.path.isdir(os.path.expanduser(manual)):
+      raise DataError(f"config.dataset.manual_dir: {manual} is not a directory")
+    logging.info("Building %s into %s from %s", builder.builder_config.name, builder.data_path,
+                 manual or "the download")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(manual) if manual else None))
+  return builder
+
+
+def open_source(dataset_cfg, split: str):
+  """A random-access source of ``split`` of the dataset ``config.dataset`` describes."""
+  if dataset_cfg.name == "synthetic":
+    s = dataset_cfg.synthetic
+    sizes = {"train": s.num_train, "val": s.num_val, "test": s.num_test}
+    if split not in sizes:
+      raise ValueError(f"synthetic dataset: split {split!r} not in {sorted(sizes)}")
+    return synthetic.SyntheticSource(split, sizes[split], s.seed, tuple(s.size_range))
+  builder = prepare(dataset_cfg)
+  if split not in builder.info.splits:
+    raise ValueError(f"{builder.builder_config.name}: no split {split!r}; it has "
+                     f"{sorted(builder.info.splits)}")
+  return _TfdsSource(builder.as_data_source(split=split))
+
+
+def mean_std(source) -> tuple[float, float]:
+  """Pixel mean and std of all images of a source (the train split's, for normalisation)."""
+  total = total_sq = count = 0.0
+  for i in range(len(source)):
+    x = source[i]["image"].astype(np.float64)
+    total, total_sq, count = total + x.sum(), total_sq + (x * x).sum(), count + x.size
+  mean = total / count
+  return float(mean), float(math.sqrt(max(total_sq / count - mean * mean, 1e-12)))
+
+
+# ---------------------------------------------------------------- augmentation
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_size: int,
+            base_size: int, blur_p: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+  """ACM's training transform on uint8 (H, W, 1) image and {0,1} mask -> (crop, crop, 1) each.
+
+  Horizontal flip (p = 0.5); resize so the long side is a random integer in [0.5, 2] x base_size
+  (image bilinear, mask nearest, so it stays binary); pad right/bottom with 0 up to the crop size if
+  smaller (an image smaller than the crop is padded, never an error); random crop; Gaussian blur of
+  the image with a random radius in [0, 1) with probability ``blur_p``.
+  """
+  img, msk = Image.fromarray(image[..., 0]), Image.fromarray(mask[..., 0])
+  if rng.random() < 0.5:
+    img, msk = img.transpose(Image.FLIP_LEFT_RIGHT), msk.transpose(Image.FLIP_LEFT_RIGHT)
+  long_size = int(rng.integers(int(base_size * 0.5), int(base_size * 2.0) + 1))
+  w, h = img.size
+  if h > w:
+    oh, ow = long_size, int(w * long_size / h + 0.5)
+  else:
+    ow, oh = long_size, int(h * long_size / w + 0.5)
+  ow, oh = max(ow, 1), max(oh, 1)
+  img, msk = img.resize((ow, oh), Image.BILINEAR), msk.resize((ow, oh), Image.NEAREST)
+  a, m = np.asarray(img), np.asarray(msk)
+  ph, pw = max(crop_size - oh, 0), max(crop_size - ow, 0)
+  if ph or pw:
+    a, m = np.pad(a, ((0, ph), (0, pw))), np.pad(m, ((0, ph), (0, pw)))
+  y = int(rng.integers(0, a.shape[0] - crop_size + 1))
+  x = int(rng.integers(0, a.shape[1] - crop_size + 1))
+  a, m = a[y:y + crop_size, x:x + crop_size], m[y:y + crop_size, x:x + crop_size]
+  if rng.random() < blur_p:
+    a = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(radius=rng.random())))
+  return a[..., None], m[..., None]
+
+
+def normalize(image: np.ndarray, mean: float, std: float, channels: int = 1) -> np.ndarray:
+  """uint8 (..., 1) -> float32 (..., channels): (x - mean) / std, grey repeated for 3 channels."""
+  x = (image.astype(np.float32) - np.float32(mean)) / np.float32(std)
+  return np.repeat(x, channels, axis=-1) if channels != 1 else x
+
+
+# ---------------------------------------------------------------- training batches
+@dataclasses.dataclass
+class TrainLoader:
+  """Per-process training batches; ``batches(epoch, start)`` yields local (image, mask) dicts."""
+  source: object
+  global_batch: int
+  crop_size: int
+  base_size: int
+  mean: float
+  std: float
+  seed: int = 0
+  channels: int = 1
+  blur_p: float = 0.5
+  process_index: int = 0
+  process_count: int = 1
+  workers: int = 4
+  prefetch: int = 2
+
+  def __post_init__(self):
+    if self.global_batch % self.process_count:
+      raise ValueError(f"batch size {self.global_batch} is not divisible by the "
+                       f"{self.process_count} processes")
+    if len(self.source) < self.global_batch:
+      raise ValueError(f"the training split has {len(self.source)} examples, fewer than one batch "
+                       f"of {self.global_batch}")
+    self._pool = concurrent.futures.ThreadPoolExecutor(self.workers)
+
+  @property
+  def local_batch(self) -> int:
+    return self.global_batch // self.process_count
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return len(self.source) // self.global_batch  # the last partial batch is dropped
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """(steps, global_batch) example indices of an epoch."""
+    perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+    return perm[:self.steps_per_epoch * self.global_batch].reshape(self.steps_per_epoch, -1)
+
+  def example(self, epoch: int, index: int):
+    ex = self.source[int(index)]
+    rng = np.random.default_rng([self.seed, epoch, int(index)])
+    return augment(ex["image"], ex["mask"], rng, self.crop_size, self.base_size, self.blur_p)
+
+  def _batch(self, epoch, row) -> dict:
+    mine = row[self.process_index * self.local_batch:(self.process_index + 1) * self.local_batch]
+    pairs = list(self._pool.map(lambda i: self.example(epoch, i), mine))
+    images = np.stack([p[0] for p in pairs])
+    return {"image": normalize(images, self.mean, self.std, self.channels),
+            "mask": np.stack([p[1] for p in pairs]).astype(np.float32)}
+
+  def batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
+    """Local batches of ``epoch`` from step ``start`` on, prepared ``prefetch`` batches ahead."""
+    order = self.epoch_order(epoch)[start:]
+    queue = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(1) as ahead:
+      for row in order:
+        queue.append(ahead.submit(self._batch, epoch, row))
+        if len(queue) > self.prefetch:
+          yield queue.popleft().result()
+      while queue:
+        yield queue.popleft().result()
+
+
+# ---------------------------------------------------------------- evaluation batches
+def bucket_shape(h: int, w: int, multiple: int) -> tuple[int, int]:
+  return (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+
+
+@dataclasses.dataclass
+class EvalLoader:
+  """Native-resolution evaluation batches, padded to a few bucket shapes so ``jit`` compiles once
+  per bucket instead of once per image size (SIRST has 381 sizes; multiples of 128 give a dozen).
+
+  Each batch: ``image`` (B, Hb, Wb, C) zero-padded after normalisation, ``mask``, ``valid`` (1 on
+  real pixels), ``weight`` (B,) (0 for filler images of a bucket's last batch), and host-side
+  ``ids`` and ``sizes``. Padding never reaches the metrics: they count only valid pixels.
+  """
+  source: object
+  batch_size: int
+  mean: float
+  std: float
+  pad_multiple: int = 128
+  channels: int = 1
+  process_index: int = 0
+  process_count: int = 1
+
+  def __post_init__(self):
+    if self.batch_size % self.process_count:
+      raise ValueError(f"eval batch {self.batch_size} not divisible by {self.process_count} processes")
+    buckets = collections.defaultdict(list)
+    for i in range(len(self.source)):
+      h, w = self.source[i]["mask"].shape[:2]
+      buckets[bucket_shape(h, w, self.pad_multiple)].append(i)
+    self.plan = [(shape, idx[k:k + self.batch_size]) for shape, idx in sorted(buckets.items())
+                 for k in range(0, len(idx), self.batch_size)]
+    logging.info("eval: %d images in %d bucket shapes, %d batches", len(self.source), len(buckets),
+                 len(self.plan))
+
+  def __iter__(self) -> Iterator[dict]:
+    local = self.batch_size // self.process_count
+    lo = self.process_index * local
+    for (bh, bw), idx in self.plan:
+      idx = list(idx) + [None] * (self.batch_size - len(idx))
+      mine = idx[lo:lo + local]
+      image = np.zeros((local, bh, bw, self.channels), np.float32)
+      mask = np.zeros((local, bh, bw, 1), np.float32)
+      valid = np.zeros((local, bh, bw, 1), np.float32)
+      weight = np.zeros((local,), np.float32)
+      ids, sizes = [], []
+      for k, i in enumerate(mine):
+        if i is None:
+          ids.append(None)
+          sizes.append((0, 0))
+          continue
+        ex = self.source[i]
+        h, w = ex["mask"].shape[:2]
+        image[k, :h, :w] = normalize(ex["image"], self.mean, self.std, self.channels)
+        mask[k, :h, :w] = ex["mask"]
+        valid[k, :h, :w] = 1
+        weight[k] = 1
+        ids.append(ex["id"])
+        sizes.append((h, w))
+      yield {"image": image, "mask": mask, "valid": valid, "weight": weight, "ids": ids,
+             "sizes": sizes}
+
+
+# ---------------------------------------------------------------- devices
+def make_mesh(devices: Optional[list] = None) -> Mesh:
+  """A 1-D mesh over all devices (of every process), axis ``data``."""
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
+
+
+def to_global(mesh: Mesh, local: dict) -> dict:
+  """Process-local numpy batch -> global arrays sharded over the batch axis of the mesh."""
+  sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()
+          if isinstance(v, np.ndarray)}

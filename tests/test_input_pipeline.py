@@ -1,0 +1,236 @@
+"""Input pipeline, synthetic dataset, and SIRST through the pipeline."""
+
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import sirst as sirst_config
+from configs import tiny
+from eaau_jax import input_pipeline as ip
+from eaau_jax import metrics, synthetic
+
+SIRST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                     "datasets", "sirst")
+
+
+class ListSource(list):
+  pass
+
+
+def _examples(n, size=(20, 30), seed=0):
+  rng = np.random.default_rng(seed)
+  out = ListSource()
+  for i in range(n):
+    img = rng.integers(0, 255, size + (1,), dtype=np.uint8)
+    mask = np.zeros(size + (1,), np.uint8)
+    mask[i % size[0], 5] = 1
+    out.append({"image": img, "mask": mask, "id": f"ex{i}"})
+  return out
+
+
+# ---------------------------------------------------------------- augmentation
+def test_augment_shapes_binary_mask_and_determinism():
+  ex = synthetic.make_example(0, "train", 3, (60, 80))
+  a1, m1 = ip.augment(ex["image"], ex["mask"], np.random.default_rng(7), 48, 64)
+  a2, m2 = ip.augment(ex["image"], ex["mask"], np.random.default_rng(7), 48, 64)
+  assert a1.shape == m1.shape == (48, 48, 1) and a1.dtype == np.uint8
+  assert set(np.unique(m1)) <= {0, 1}
+  np.testing.assert_array_equal(a1, a2)
+  np.testing.assert_array_equal(m1, m2)
+  a3, _ = ip.augment(ex["image"], ex["mask"], np.random.default_rng(8), 48, 64)
+  assert not np.array_equal(a1, a3)
+
+
+def test_augment_pads_image_smaller_than_crop():
+  img = np.full((10, 12, 1), 200, np.uint8)
+  mask = np.ones((10, 12, 1), np.uint8)
+  a, m = ip.augment(img, mask, np.random.default_rng(0), crop_size=64, base_size=16, blur_p=0.0)
+  assert a.shape == (64, 64, 1)
+  # long side scaled to [8, 32] <= 64: the content sits top-left, the rest is zero padding
+  assert m.sum() > 0 and (m[..., 0] > 0).sum() == (a[..., 0] == 200).sum()
+  assert a[-1, -1, 0] == 0 and m[-1, -1, 0] == 0
+
+
+def test_augment_scale_range_follows_base_size():
+  """The long side is resized to [0.5, 2] x base, aspect kept (measured inside a padded crop)."""
+  img = np.full((100, 200, 1), 255, np.uint8)
+  mask = np.zeros((100, 200, 1), np.uint8)
+  longs = []
+  for seed in range(30):
+    a, _ = ip.augment(img, mask, np.random.default_rng(seed), crop_size=300, base_size=64,
+                      blur_p=0.0)
+    rows, cols = np.nonzero(a[..., 0] > 0)
+    h, w = rows.max() + 1, cols.max() + 1  # content sits at the top-left of the padded crop
+    assert abs(h - w / 2) <= 1
+    longs.append(w)
+  assert min(longs) >= 32 and max(longs) <= 128 and len(set(longs)) > 10
+
+
+def test_normalize_and_channels():
+  x = np.array([[[10], [30]]], np.uint8)
+  np.testing.assert_allclose(ip.normalize(x, 20.0, 10.0)[..., 0], [[-1.0, 1.0]])
+  assert ip.normalize(x, 20.0, 10.0, channels=3).shape == (1, 2, 3)
+
+
+def test_mean_std_matches_numpy():
+  src = _examples(5)
+  pixels = np.concatenate([e["image"].ravel() for e in src]).astype(np.float64)
+  mean, std = ip.mean_std(src)
+  assert mean == pytest.approx(pixels.mean()) and std == pytest.approx(pixels.std())
+
+
+# ---------------------------------------------------------------- training batches
+def _loader(src, **kw):
+  args = dict(global_batch=4, crop_size=16, base_size=24, mean=100.0, std=50.0, seed=3)
+  args.update(kw)
+  return ip.TrainLoader(src, **args)
+
+
+def test_same_seed_same_batches_and_epochs_reshuffle():
+  src = _examples(10)
+  a = list(_loader(src).batches(0))
+  b = list(_loader(src, workers=1, prefetch=0).batches(0))
+  assert len(a) == 2  # 10 // 4, last partial batch dropped
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["mask"], y["mask"])
+  loader = _loader(src)
+  assert not np.array_equal(loader.epoch_order(0), loader.epoch_order(1))
+  assert sorted(loader.epoch_order(0).ravel()) == sorted(set(loader.epoch_order(0).ravel()))
+  assert not np.array_equal(a[0]["image"], list(_loader(src, seed=4).batches(0))[0]["image"])
+
+
+def test_resume_mid_epoch_gives_the_remaining_batches():
+  src = _examples(13)
+  full = list(_loader(src).batches(2))
+  rest = list(_loader(src).batches(2, start=1))
+  assert len(rest) == len(full) - 1
+  for x, y in zip(full[1:], rest):
+    np.testing.assert_array_equal(x["image"], y["image"])
+
+
+def test_processes_read_their_own_rows():
+  src = _examples(12)
+  whole = list(_loader(src).batches(1))
+  parts = [list(_loader(src, process_index=p, process_count=2).batches(1)) for p in range(2)]
+  for k, batch in enumerate(whole):
+    assert parts[0][k]["image"].shape[0] == 2
+    joined = np.concatenate([parts[0][k]["image"], parts[1][k]["image"]])
+    np.testing.assert_array_equal(joined, batch["image"])
+
+
+def test_loader_errors():
+  with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+    _loader(_examples(8), process_count=3)
+  with pytest.raises(ValueError, match="fewer than one batch"):
+    _loader(_examples(3))
+
+
+# ---------------------------------------------------------------- evaluation batches
+def test_eval_batches_cover_every_image_once_at_native_size():
+  rng = np.random.default_rng(0)
+  src = ListSource()
+  for i in range(7):
+    h, w = int(rng.integers(20, 70)), int(rng.integers(20, 70))
+    src.append({"image": np.full((h, w, 1), i, np.uint8), "mask": np.ones((h, w, 1), np.uint8),
+                "id": f"im{i}"})
+  loader = ip.EvalLoader(src, batch_size=2, mean=0.0, std=1.0, pad_multiple=32)
+  seen = {}
+  shapes = set()
+  for batch in loader:
+    shapes.add(batch["image"].shape[1:3])
+    assert batch["image"].shape[0] == 2
+    for k, sid in enumerate(batch["ids"]):
+      if sid is None:
+        assert batch["weight"][k] == 0 and batch["valid"][k].sum() == 0
+        continue
+      h, w = batch["sizes"][k]
+      i = int(sid[2:])
+      assert (h, w) == src[i]["mask"].shape[:2]
+      assert batch["valid"][k].sum() == h * w == batch["mask"][k].sum()
+      assert np.all(batch["image"][k, :h, :w] == i) and batch["image"][k, h:].sum() == 0
+      seen[sid] = seen.get(sid, 0) + 1
+  assert seen == {f"im{i}": 1 for i in range(7)}
+  assert shapes <= {(a, b) for a in (32, 64, 96) for b in (32, 64, 96)}
+
+
+def test_eval_batches_split_over_processes():
+  src = _examples(5)
+  whole = list(ip.EvalLoader(src, 4, 0.0, 1.0, 32))
+  halves = [list(ip.EvalLoader(src, 4, 0.0, 1.0, 32, process_index=p, process_count=2))
+            for p in range(2)]
+  for k, batch in enumerate(whole):
+    joined = np.concatenate([halves[0][k]["image"], halves[1][k]["image"]])
+    np.testing.assert_array_equal(joined, batch["image"])
+    assert halves[0][k]["ids"] + halves[1][k]["ids"] == batch["ids"]
+
+
+# ---------------------------------------------------------------- synthetic
+def test_synthetic_examples_are_deterministic_small_and_dim():
+  a = synthetic.SyntheticSource("train", 40, seed=1)
+  b = synthetic.SyntheticSource("train", 40, seed=1)
+  np.testing.assert_array_equal(a[5]["image"], b[5]["image"])
+  assert not np.array_equal(a[5]["image"], synthetic.SyntheticSource("val", 40, 1)[5]["image"])
+  counts = []
+  for i in range(40):
+    ex = a[i]
+    h, w, _ = ex["image"].shape
+    assert 96 <= h <= 160 and 96 <= w <= 160 and ex["image"].dtype == np.uint8
+    assert set(np.unique(ex["mask"])) <= {0, 1}
+    labels, n = metrics.label_components(ex["mask"][..., 0] > 0)
+    assert n == ex["num_targets"]
+    counts.append(n)
+    for k in range(1, n + 1):
+      ys, xs = np.nonzero(labels == k)
+      # targets are small: at most ~9 px across (two may touch, so allow a merged pair)
+      assert np.ptp(ys) + 1 <= 18 and np.ptp(xs) + 1 <= 18
+  assert 0 in counts and max(counts) >= 2  # some images without target, some with several
+
+
+def test_synthetic_source_bounds_and_splits():
+  with pytest.raises(IndexError, match="out of range"):
+    synthetic.SyntheticSource("val", 3)[3]
+  with pytest.raises(ValueError, match="not 'dev'"):
+    synthetic.SyntheticSource("dev", 3)
+
+
+def test_open_source_synthetic_and_unknown_names():
+  cfg = tiny.get_config()
+  src = ip.open_source(cfg.dataset, "val")
+  assert len(src) == cfg.dataset.synthetic.num_val
+  with pytest.raises(ValueError, match="split 'trainval' not in"):
+    ip.open_source(cfg.dataset, "trainval")
+  cfg.dataset.name = "imagenet"
+  with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+    ip.open_source(cfg.dataset, "train")
+
+
+# ---------------------------------------------------------------- real SIRST
+@pytest.mark.skipif(not os.path.isdir(SIRST), reason=f"no SIRST copy at {SIRST}")
+def test_sirst_through_the_pipeline(tmp_path):
+  cfg = sirst_config.get_config().dataset
+  cfg.manual_dir = SIRST
+  cfg.data_dir = str(tmp_path)
+  counts = {}
+  for split in ("train", "val", "test", "trainval"):
+    src = ip.open_source(cfg, split)
+    counts[split] = len(src)
+    ids = {src[i]["id"] for i in range(len(src))}
+    with open(os.path.join(SIRST, "idx_427", f"{split}.txt")) as f:
+      assert ids == {line.strip() for line in f if line.strip()}
+  assert counts == {"train": 256, "val": 85, "test": 86, "trainval": 341}
+  test = ip.open_source(cfg, "test")
+  for i in range(len(test)):
+    ex = test[i]
+    png = np.asarray(Image.open(os.path.join(SIRST, "masks", ex["id"] + "_pixels0.png")))
+    assert ex["mask"].sum() == (png > 0).sum(), ex["id"]
+  # Normalisation: the pooled pixel mean/std of the train PNGs (as luma), computed independently.
+  mean, std = ip.mean_std(ip.open_source(cfg, "train"))
+  with open(os.path.join(SIRST, "idx_427", "train.txt")) as f:
+    pixels = np.concatenate([
+        np.asarray(Image.open(os.path.join(SIRST, "images", line.strip() + ".png")).convert("L"),
+                   np.float64).ravel() for line in f if line.strip()])
+  assert mean == pytest.approx(pixels.mean()) and std == pytest.approx(pixels.std())

@@ -42,6 +42,8 @@ def main():
   ap.add_argument("--dataset", default="sirst", help="sirst (../shared/datasets/sirst) or synthetic")
   ap.add_argument("--split", default="trainval")
   ap.add_argument("--variants", default="pytorch,mxnet,adam")
+  ap.add_argument("--loss_reduction", default="batch", help="soft-IoU over the batch, or per image")
+  ap.add_argument("--smooth", type=float, default=1.0, help="soft-IoU smoothing (ACM: 1)")
   args = ap.parse_args()
   logging.set_verbosity(logging.WARNING)
 
@@ -60,11 +62,13 @@ def main():
   batches = batches[:args.steps]
   mesh = input_pipeline.make_mesh()
   print(f"{args.dataset}/{config.dataset.train_split}: b = {args.blocks}, crop {args.crop}, "
-        f"batch 8, {args.steps} steps, same init and batches for every variant")
+        f"batch 8, {args.steps} steps, soft-IoU over the {args.loss_reduction} with smooth "
+        f"{args.smooth:g}, same init and batches for every variant")
   for name in args.variants.split(","):
     cfg = sirst.get_config()
     cfg.update_from_flattened_dict({f"optimizer.{k}": v for k, v in VARIANTS[name].items()})
     cfg.model.blocks = args.blocks
+    cfg.loss.reduction, cfg.loss.smooth = args.loss_reduction, args.smooth
     state = train.create_train_state(cfg, models.model_from_config(cfg.model), args.steps, mesh)
     p_train, _ = train.compile_steps(cfg, mesh)
     t0 = time.time()

@@ -220,6 +220,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   p_train, p_eval = compile_steps(config, mesh)
   lr_fn = learning_rate_schedule(config.optimizer, total_steps)
   progress = reporting.create_progress(total_steps, writer, config.log_every_steps)
+
+  def evaluate_and_log(state, step):
+    result, panels, _ = evaluate(state, eval_loader, p_eval, mesh, config.num_eval_images_logged)
+    writer.write_scalars(step, {f"val_{k}": v for k, v in result.items()})
+    if panels and is_main:
+      writer.write_images(step, {f"val_prediction_{i}": p[None] for i, p in enumerate(panels)})
+    logging.info("step %d (epoch %.1f): val IoU %.4f nIoU %.4f Pd %.4f Fa %.3g F-area %.4f", step,
+                 step / steps_per_epoch, result["iou"], result["niou"], result["pd"], result["fa"],
+                 result["f_area"])
+    return result
+
+  if start == 0:
+    evaluate_and_log(state, 0)  # the learning curve starts at the initialisation
   history = []
   step = start
   for epoch in range(start // steps_per_epoch, config.num_epochs):
@@ -237,15 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
         ckpt.save(step, state, meta)
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
-      result, panels, _ = evaluate(state, eval_loader, p_eval, mesh,
-                                   config.num_eval_images_logged)
-      writer.write_scalars(step, {f"val_{k}": v for k, v in result.items()})
-      if panels and is_main:
-        writer.write_images(step, {f"val_prediction_{i}": p[None] for i, p in enumerate(panels)})
-      logging.info("epoch %d step %d: val IoU %.4f nIoU %.4f Pd %.4f Fa %.3g F-area %.4f",
-                   epoch + 1, step, result["iou"], result["niou"], result["pd"], result["fa"],
-                   result["f_area"])
-      ckpt.save(step, state, meta, val_metrics=result)
+      ckpt.save(step, state, meta, val_metrics=evaluate_and_log(state, step))
     elif step % config.checkpoint_every_steps == 0:
       ckpt.save(step, state, meta)
   ckpt.save(step, state, meta)

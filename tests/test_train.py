@@ -1,0 +1,234 @@
+"""Training, data parallelism, checkpoint resume, eval and predict modes, on tiny configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+from configs import tiny
+from eaau_jax import checkpoints, evaluate, input_pipeline, models, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+
+
+def run_main(*args, timeout=600, **popen):
+  cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args]
+  return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def read_jsonl(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+# ---------------------------------------------------------------- optimizer
+def test_adagrad_matches_the_mxnet_update_by_hand():
+  cfg = tiny.get_config().optimizer
+  cfg.grad_scale, cfg.weight_decay, cfg.learning_rate, cfg.eps = 0.5, 0.1, 0.05, 1e-7
+  tx = train.create_optimizer(cfg, 10)
+  w = {"w": np.array([1.0, -2.0, 0.5])}
+  g1, g2 = np.array([1e-4, -3.0, 0.0]), np.array([2e-4, 1.0, 0.5])
+  state = tx.init(w)
+  u1, state = tx.update({"w": g1}, state, w)
+  hist = (0.5 * g1) ** 2
+  want1 = -0.05 * (0.5 * g1 / np.sqrt(hist + 1e-7) + 0.1 * w["w"])
+  np.testing.assert_allclose(u1["w"], want1, rtol=1e-5)
+  w2 = {"w": w["w"] + want1}
+  u2, _ = tx.update({"w": g2}, state, w2)
+  hist = hist + (0.5 * g2) ** 2
+  np.testing.assert_allclose(u2["w"], -0.05 * (0.5 * g2 / np.sqrt(hist + 1e-7) + 0.1 * w2["w"]),
+                             rtol=1e-5)
+
+
+def test_l2_decay_warmup_and_bad_names():
+  cfg = tiny.get_config().optimizer
+  cfg.update(grad_scale=1.0, weight_decay=0.1, weight_decay_mode="l2", warmup_steps=4, eps=1e-20)
+  tx = train.create_optimizer(cfg, 10)
+  w = {"w": np.array([2.0])}
+  u, _ = tx.update({"w": np.array([1.0])}, tx.init(w), w)
+  assert float(u["w"][0]) == 0.0  # warm-up starts at learning rate 0
+  schedule = train.learning_rate_schedule(cfg, 10)
+  np.testing.assert_allclose([schedule(i) for i in (0, 2, 4, 9)], [0, 0.025, 0.05, 0.05])
+  for field, value in (("name", "sgd"), ("weight_decay_mode", "adamw"), ("schedule", "step")):
+    bad = tiny.get_config().optimizer
+    bad[field] = value
+    with pytest.raises(ValueError, match=f"config.optimizer.{field}"):
+      train.create_optimizer(bad, 10)
+
+
+# ---------------------------------------------------------------- data parallel
+def test_same_steps_on_one_and_four_devices(tmp_path):
+  """3 steps of the same global batches: losses and parameters agree to float tolerance."""
+  out = {}
+  for n in (1, 4):
+    path = tmp_path / f"d{n}.npz"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "steps_on_devices.py"),
+                        str(n), "3", str(path)], env=ENV, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"devices {n}" in r.stdout
+    out[n] = dict(np.load(path))
+  np.testing.assert_allclose(out[1]["losses"], out[4]["losses"], rtol=1e-5)
+  assert out[1]["losses"][0] != out[1]["losses"][2]  # it did train
+  assert out[1].keys() == out[4].keys()
+  for k in out[1]:
+    np.testing.assert_allclose(out[1][k], out[4][k], rtol=2e-4, atol=2e-5, err_msg=k)
+
+
+# ---------------------------------------------------------------- train, resume, eval, predict
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """An uninterrupted tiny run through main.py: (workdir, final params)."""
+  workdir = str(tmp_path_factory.mktemp("run") / "wd")
+  r = run_main("--config", os.path.join(ROOT, "configs/tiny.py"), "--workdir", workdir,
+               "--config.num_epochs=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir, r
+
+
+def final_params(workdir):
+  manager, step = checkpoints.locate(os.path.join(workdir, "checkpoints"))
+  config = tiny.get_config()
+  config.num_epochs = 4
+  mesh = input_pipeline.make_mesh()
+  template = train.create_train_state(config, models.model_from_config(config.model), 16, mesh)
+  state = checkpoints.restore_state(manager, step, template, mesh)
+  return step, jax.device_get({"params": state.params, "batch_stats": state.batch_stats,
+                               "opt_state": state.opt_state})
+
+
+def test_training_writes_events_checkpoints_and_logs(trained):
+  workdir, r = trained
+  files = os.listdir(workdir)
+  assert any(f.startswith("events.out.tfevents") for f in files), files
+  assert {"checkpoints", "best", "metrics.jsonl", "hparams.json"} <= set(files)
+  rows = read_jsonl(workdir)
+  steps_per_epoch = 16 // 4
+  last = 4 * steps_per_epoch
+  assert max(r["step"] for r in rows) == last
+  val = [r for r in rows if "val_iou" in r]
+  assert [r["step"] for r in val] == [0, 4, 8, 12, 16]  # at start, then every epoch
+  train_rows = [r for r in rows if "train_loss" in r]
+  assert all(0 <= r["train_loss"] <= 1 and "train_target_score" in r for r in train_rows)
+  assert any("steps_per_sec" in r for r in rows)
+  ckpts = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+  assert ckpts[-1] == last and len(ckpts) <= tiny.get_config().keep_checkpoints
+  best = [int(s) for s in os.listdir(os.path.join(workdir, "best")) if s.isdigit()]
+  best_iou = max(r["val_iou"] for r in val if r["step"] > 0)
+  assert len(best) == 1 and [r["val_iou"] for r in val if r["step"] == best[0]] == [best_iou]
+
+
+def test_kill_and_resume_gives_the_uninterrupted_result(trained, tmp_path):
+  workdir = str(tmp_path / "wd")
+  args = ["--config", os.path.join(ROOT, "configs/tiny.py"), "--workdir", workdir,
+          "--config.num_epochs=4"]
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args], env=ENV,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(s) for s in os.listdir(ckpt_dir) if s.isdigit()] if os.path.isdir(ckpt_dir) else []
+    if steps and 4 <= max(steps) < 16:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "training ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
+  assert killed_at < 16
+  r = run_main(*args)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f"Resumed from" in r.stderr
+  step_a, a = final_params(trained[0])
+  step_b, b = final_params(workdir)
+  assert step_a == step_b == 16
+  for (ka, va), (kb, vb) in zip(jax.tree_util.tree_flatten_with_path(a)[0],
+                                jax.tree_util.tree_flatten_with_path(b)[0]):
+    assert ka == kb
+    np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(ka))
+
+
+def test_eval_mode_reproduces_last_logged_val_metrics(trained, tmp_path):
+  workdir, _ = trained
+  last = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+  r = run_main("--mode=eval", "--workdir", workdir, "--checkpoint",
+               os.path.join(workdir, "checkpoints", str(last)), "--split", "val",
+               "--output", str(tmp_path))
+  assert r.returncode == 0, r.stderr[-3000:]
+  report = json.load(open(tmp_path / "eval_val.json"))
+  logged = [row for row in read_jsonl(workdir) if "val_iou" in row][-1]
+  assert logged["step"] == last
+  for k in ("iou", "niou", "pd", "fa", "ap", "f_measure", "f_area", "roc_auc"):
+    assert report["metrics"][k] == pytest.approx(logged[f"val_{k}"], rel=1e-5, abs=1e-7), k
+  assert report["metrics"]["num_params"] > 0 and report["metrics"]["ms_per_image"] > 0
+  md = (tmp_path / "eval_val.md").read_text()
+  assert "| IoU |" in md and "| Pd |" in md and "eval_val_curves.png" in md
+  assert Image.open(tmp_path / "eval_val_curves.png").size[0] > 100
+
+
+def test_eval_default_is_best_checkpoint_on_test_split(trained, tmp_path):
+  workdir, _ = trained
+  report = evaluate.run_eval(workdir, None, str(tmp_path))
+  best = [int(s) for s in os.listdir(os.path.join(workdir, "best")) if s.isdigit()][0]
+  assert report["split"] == "test" and report["checkpoint"].endswith(f"(step {best})")
+
+
+def test_predict_writes_mask_and_overlay_for_any_size(trained, tmp_path):
+  workdir, _ = trained
+  inp = tmp_path / "in"
+  inp.mkdir()
+  rng = np.random.default_rng(0)
+  sizes = {"a.png": (37, 50), "b.png": (64, 20), "c.bmp": (13, 17)}
+  for name, (h, w) in sizes.items():
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(inp / name)
+  (inp / "notes.txt").write_text("not an image")
+  out = tmp_path / "out"
+  r = run_main("--mode=predict", "--workdir", workdir, "--input", str(inp), "--output", str(out))
+  assert r.returncode == 0, r.stderr[-3000:]
+  for name, (h, w) in sizes.items():
+    stem = os.path.splitext(name)[0]
+    mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+    assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+    ov = Image.open(out / f"{stem}_overlay.png")
+    assert ov.size == (w, h) and ov.mode == "RGB"
+  assert sorted(os.listdir(out)) == sorted(f"{os.path.splitext(n)[0]}_{k}.png" for n in sizes
+                                          for k in ("mask", "overlay"))
+
+
+def test_clear_errors_for_missing_and_incompatible_checkpoints(trained, tmp_path):
+  workdir, _ = trained
+  r = run_main("--mode=eval", "--workdir", str(tmp_path / "nothing"))
+  assert r.returncode != 0 and "no such checkpoint or workdir" in r.stderr
+  (tmp_path / "empty").mkdir()
+  r = run_main("--mode=eval", "--workdir", str(tmp_path / "empty"))
+  assert r.returncode != 0 and "no checkpoint found" in r.stderr
+  r = run_main("--mode=eval", "--workdir", workdir, "--config",
+               os.path.join(ROOT, "configs/tiny.py"), "--config.model.fusion=blam")
+  assert r.returncode != 0
+  assert "config's model differs from the checkpoint's: fusion: config 'blam' vs checkpoint 'eaa'" \
+      in r.stderr
+  r = run_main("--mode=predict", "--workdir", workdir, "--input", str(tmp_path / "empty"),
+               "--output", str(tmp_path / "o"))
+  assert r.returncode != 0 and "no images" in r.stderr
+
+
+def test_divisibility_error_names_the_field(monkeypatch):
+  monkeypatch.setattr(train.jax, "device_count", lambda: 3)
+  config = tiny.get_config()
+  config.batch_size, config.input.eval_batch_size = 6, 6
+  train.check_divisible(config)
+  config.input.eval_batch_size = 4
+  with pytest.raises(ValueError, match=r"config.input.eval_batch_size = 4 is not divisible by the 3"):
+    train.check_divisible(config)
+  config.batch_size = 8
+  with pytest.raises(ValueError, match=r"config.batch_size = 8 is not divisible by the 3 devices"):
+    train.check_divisible(config)

@@ -44,6 +44,7 @@ def main():
   ap.add_argument("--variants", default="pytorch,mxnet,adam")
   ap.add_argument("--loss_reduction", default="batch", help="soft-IoU over the batch, or per image")
   ap.add_argument("--smooth", type=float, default=1.0, help="soft-IoU smoothing (ACM: 1)")
+  ap.add_argument("--upsampling", default="subpixel", help="subpixel or transpose")
   args = ap.parse_args()
   logging.set_verbosity(logging.WARNING)
 
@@ -63,12 +64,13 @@ def main():
   mesh = input_pipeline.make_mesh()
   print(f"{args.dataset}/{config.dataset.train_split}: b = {args.blocks}, crop {args.crop}, "
         f"batch 8, {args.steps} steps, soft-IoU over the {args.loss_reduction} with smooth "
-        f"{args.smooth:g}, same init and batches for every variant")
+        f"{args.smooth:g}, {args.upsampling} upsampling, same init and batches for every variant")
   for name in args.variants.split(","):
     cfg = sirst.get_config()
     cfg.update_from_flattened_dict({f"optimizer.{k}": v for k, v in VARIANTS[name].items()})
     cfg.model.blocks = args.blocks
     cfg.loss.reduction, cfg.loss.smooth = args.loss_reduction, args.smooth
+    cfg.model.upsampling = args.upsampling
     state = train.create_train_state(cfg, models.model_from_config(cfg.model), args.steps, mesh)
     p_train, _ = train.compile_steps(cfg, mesh)
     t0 = time.time()

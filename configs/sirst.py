@@ -75,5 +75,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500  # also at every evaluation and at the end
   config.keep_checkpoints = 3  # the last K; the best by val IoU is kept separately
   config.num_eval_images_logged = 4  # prediction | mask image panels per evaluation
-  config.half_precision = False
   return config

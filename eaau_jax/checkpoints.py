@@ -8,7 +8,7 @@ that was trained, and say so clearly when the checkpoint and the config disagree
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp

@@ -23,8 +23,6 @@ sharded arrays) across devices. ``PdFa`` runs on the host with SciPy's labelling
 
 from __future__ import annotations
 
-from typing import Optional
-
 import flax.struct
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,7 @@ Every module is a pure function of its variables: ``params`` and ``batch_stats``
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from typing import Any, Optional
+from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections

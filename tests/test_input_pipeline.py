@@ -2,18 +2,15 @@
 
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from configs import sirst as sirst_config
 from configs import tiny
+from conftest import SIRST, needs_sirst
 from eaau_jax import input_pipeline as ip
 from eaau_jax import metrics, synthetic
 
-SIRST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
-                     "datasets", "sirst")
 
 
 class ListSource(list):
@@ -209,11 +206,9 @@ def test_open_source_synthetic_and_unknown_names():
 
 
 # ---------------------------------------------------------------- real SIRST
-@pytest.mark.skipif(not os.path.isdir(SIRST), reason=f"no SIRST copy at {SIRST}")
-def test_sirst_through_the_pipeline(tmp_path):
-  cfg = sirst_config.get_config().dataset
-  cfg.manual_dir = SIRST
-  cfg.data_dir = str(tmp_path)
+@needs_sirst
+def test_sirst_through_the_pipeline(sirst_dataset):
+  cfg = sirst_dataset
   counts = {}
   for split in ("train", "val", "test", "trainval"):
     src = ip.open_source(cfg, split)

@@ -1,0 +1,19 @@
+"""Shared fixtures: the real SIRST copy beside the checkout (../shared/datasets/sirst), built once."""
+
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIRST = os.path.normpath(os.path.join(ROOT, "..", "shared", "datasets", "sirst"))
+needs_sirst = pytest.mark.skipif(not os.path.isdir(SIRST), reason=f"no SIRST copy at {SIRST}")
+
+
+@pytest.fixture(scope="session")
+def sirst_dataset(tmp_path_factory):
+  """config.dataset of configs/sirst.py pointing at the real copy, built into a temp data_dir."""
+  from configs import sirst
+  cfg = sirst.get_config().dataset
+  cfg.manual_dir = SIRST
+  cfg.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  return cfg

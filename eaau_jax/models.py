@@ -112,29 +112,21 @@ class BottomUpGlobalAttention(nn.Module):
   """BAA: G(X) = sigmoid(BN(W2 relu(BN(W1 GAP(X))))), shape (N, 1, 1, C), broadcast over H, W."""
   reduction: int = 4
   axis_name: Optional[str] = None
+  pool = True  # a class constant: BottomUpLocalAttention is the same gate without the pooling
 
   @nn.compact
   def __call__(self, x, train: bool):
     c = x.shape[-1]
-    g = x.mean(axis=(1, 2), keepdims=True)
+    g = x.mean(axis=(1, 2), keepdims=True) if self.pool else x
     g = nn.Conv(max(c // self.reduction, 1), (1, 1), kernel_init=conv_init)(g)
     g = nn.relu(batch_norm(train, self.axis_name)(g))
     g = nn.Conv(c, (1, 1), kernel_init=conv_init)(g)
     return nn.sigmoid(batch_norm(train, self.axis_name)(g))
 
 
-class BottomUpLocalAttention(nn.Module):
-  """BLAM's gate (ALCNet): the same as BAA without the pooling, so one weight per pixel and channel."""
-  reduction: int = 4
-  axis_name: Optional[str] = None
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    c = x.shape[-1]
-    g = nn.Conv(max(c // self.reduction, 1), (1, 1), kernel_init=conv_init)(x)
-    g = nn.relu(batch_norm(train, self.axis_name)(g))
-    g = nn.Conv(c, (1, 1), kernel_init=conv_init)(g)
-    return nn.sigmoid(batch_norm(train, self.axis_name)(g))
+class BottomUpLocalAttention(BottomUpGlobalAttention):
+  """BLAM's gate (ALCNet): BAA without the pooling, so one weight per pixel and channel."""
+  pool = False
 
 
 class Fusion(nn.Module):

@@ -245,12 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         summary["learning_rate"] = float(lr_fn(step - 1))
         writer.write_scalars(step, summary)
         history = []
-      if step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
+      if step % config.checkpoint_every_steps == 0:
         ckpt.save(step, state, meta)
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
+      # Also a candidate for best/; a step saved above is not written twice to checkpoints/.
       ckpt.save(step, state, meta, val_metrics=evaluate_and_log(state, step))
-    elif step % config.checkpoint_every_steps == 0:
-      ckpt.save(step, state, meta)
   ckpt.save(step, state, meta)
   ckpt.close()
   writer.flush()

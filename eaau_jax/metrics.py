@@ -7,9 +7,9 @@ Protocol (one place, so numbers are comparable):
   * nIoU  = mean over images of TP_i / (TP_i + FP_i + FN_i). Empty-mask rule: an image with no
     target pixel and no predicted pixel scores 1 (nothing to find, nothing found); with no target but
     false alarms it scores 0. (ACM scores the empty/empty case 0; SIRST has no empty image.)
-  * Curves: precision, recall (= TPR) and FPR at the score thresholds ``CURVE_THRESHOLDS`` (a fixed
-    grid of probabilities, compared in logit space so saturated sigmoids do not merge), with
-    "predicted" meaning score > t. AP = sum_k (R_k - R_{k+1}) P_k over the thresholds descending (the
+  * Curves: precision, recall (= TPR) and FPR at the fixed thresholds ``CURVE_LOGITS`` (151 of
+    them, scores 1e-13 to 1 - 1e-13, compared in logit space so saturated sigmoids do not merge),
+    with "predicted" meaning logit > t. AP = sum_k (R_k - R_{k+1}) P_k over the thresholds descending (the
     step-wise area under PR). ROC AUC by the trapezoid rule.
   * F-measure with beta^2 = 0.3 at the operating threshold; F-area = AP * F-measure.
   * Pd/Fa (target level, host side): 8-connected components of mask and prediction; a target is
@@ -29,15 +29,20 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-# Probability thresholds of the PR/ROC curves; 0.5 (logit 0) is among them.
-CURVE_THRESHOLDS = np.concatenate([[1e-4, 1e-3], np.linspace(0.01, 0.99, 99), [0.999, 0.9999]])
-F_BETA2 = 0.3
-PD_DISTANCE = 3.0
-
 
 def _logit(p):
   p = np.asarray(p, np.float64)
   return np.log(p) - np.log1p(-p)
+
+
+# Thresholds of the PR/ROC curves, in logit space: every 0.01 of probability in [0.01, 0.99]
+# (0.5, logit 0, among them), and logits -30..-5 and 5..30 in steps of 1, because soft-IoU training
+# saturates the sigmoid: a grid that stops at scores 1e-4 / 0.9999 misses a large share of pixels.
+CURVE_LOGITS = np.concatenate([np.arange(-30.0, -4.0), _logit(np.linspace(0.01, 0.99, 99)),
+                               np.arange(5.0, 31.0)])
+CURVE_THRESHOLDS = 1.0 / (1.0 + np.exp(-CURVE_LOGITS))  # the same, as probabilities
+F_BETA2 = 0.3
+PD_DISTANCE = 3.0
 
 
 def _as_valid(masks, valid):
@@ -82,7 +87,7 @@ class SegmentationMetrics:
     iou_i = jnp.where(union > 0, tp_i / jnp.where(union > 0, union, 1.0), 1.0)
     w = jnp.ones(logits.shape[0], jnp.float32) if image_weight is None else image_weight
 
-    edges = jnp.asarray(_logit(CURVE_THRESHOLDS), jnp.float32)
+    edges = jnp.asarray(CURVE_LOGITS, jnp.float32)
     bins = jnp.searchsorted(edges, logits.astype(jnp.float32).ravel(), side="left")
     nbins = len(CURVE_THRESHOLDS) + 1
     # Counts are int32: exact (float32 is not past 2^24 pixels), and a split of 2^31 pixels is ~2000

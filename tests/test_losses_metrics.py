@@ -72,7 +72,8 @@ def test_segmentation_metrics_hand_worked():
   # Curves over 15 valid pixels, 2 positive. Scores: target (0,1) s(2) = 0.88, target (0,0)
   # s(-5) = 0.0067, false alarm (2,2) s(1) = 0.73, the 12 other negatives s(-5). Thresholds
   # descending: t >= 0.88 predicts nothing (P 1 by convention, R 0); t in [0.73, 0.88): P 1, R 0.5;
-  # t in [0.0067, 0.73): P 0.5, R 0.5; t < 0.0067 (1e-4, 1e-3): all 15 predicted, P 2/15, R 1.
+  # t in [0.0067, 0.73): P 0.5, R 0.5 (logit -5 is itself a threshold, and "predicted" is strict);
+  # t < 0.0067 (logits -30 .. -6): all 15 predicted, P 2/15, R 1.
   # AP = (0.5 - 0) * 1 + (0.5 - 0.5) * 0.5 + (1 - 0.5) * 2/15.
   want_ap = 0.5 * 1.0 + 0.5 * 2 / 15
   assert r["ap"] == pytest.approx(want_ap)

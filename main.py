@@ -27,14 +27,13 @@ flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() (defau
                   "environment names a coordinator, SLURM or Open MPI job of several processes).")
 flags.mark_flags_as_required(["workdir"])
 
-MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
-
-
-def wants_distributed() -> bool:
-  if FLAGS.distributed is not None:
-    return FLAGS.distributed
-  return any(int(os.environ.get(k, "1")) > 1 if k != "JAX_COORDINATOR_ADDRESS" else k in os.environ
-             for k in MULTIPROCESS_ENV)
+def wants_distributed(flag, environ) -> bool:
+  """--distributed if given; else whether the environment describes a multi-process job."""
+  if flag is not None:
+    return flag
+  if "JAX_COORDINATOR_ADDRESS" in environ:
+    return True
+  return any(int(environ.get(k, "1")) > 1 for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
 
 
 class _NoOrbaxChatter(py_logging.Filter):
@@ -47,7 +46,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import jax  # after absl has parsed the flags (and XLA_FLAGS are final)
   from eaau_jax import evaluate, train
-  if wants_distributed():
+  if wants_distributed(FLAGS.distributed, os.environ):
     jax.distributed.initialize()
   py_logging.getLogger("absl").addFilter(_NoOrbaxChatter())
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),

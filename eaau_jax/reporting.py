@@ -105,8 +105,9 @@ class _PlainProgress:
 def create_progress(num_train_steps: int, writer, every_steps: int):
   try:
     from clu import periodic_actions
+    # Steps only (no every_secs): reports land on log steps, where the loop has synced the device.
     return periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
-                                           every_steps=every_steps)
+                                           every_steps=every_steps, every_secs=None)
   except ImportError:
     return _PlainProgress(num_train_steps, writer, every_steps)
 

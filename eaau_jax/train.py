@@ -238,13 +238,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state, step_metrics = p_train(state, input_pipeline.to_global(mesh, batch))
       history.append(step_metrics)
       step += 1
-      progress(step)
       if step % config.log_every_steps == 0 or step == total_steps:
         summary = {f"train_{k}": float(np.mean([jax.device_get(m[k]) for m in history]))
                    for k in history[0]}
         summary["learning_rate"] = float(lr_fn(step - 1))
         writer.write_scalars(step, summary)
         history = []
+      # After the fetch above has waited for the device: with asynchronous dispatch the time
+      # between two calls would otherwise measure dispatch, not training.
+      progress(step)
       if step % config.checkpoint_every_steps == 0:
         ckpt.save(step, state, meta)
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:

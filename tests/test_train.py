@@ -272,3 +272,15 @@ def test_paper_adagrad_recipe_does_not_collapse_on_sirst(sirst_dataset):
   assert late["target_score"] > late["background_score"] + 0.15, late
   assert late["background_score"] < early["background_score"] - 0.03, (early, late)
   assert 0 < late["positive_fraction"] < 0.5, late
+
+
+def test_distributed_initialisation_follows_flag_then_environment():
+  sys.path.insert(0, ROOT)
+  import main
+  assert main.wants_distributed(None, {}) is False
+  assert main.wants_distributed(None, {"SLURM_NTASKS": "1"}) is False
+  assert main.wants_distributed(None, {"SLURM_NTASKS": "4"}) is True
+  assert main.wants_distributed(None, {"OMPI_COMM_WORLD_SIZE": "2"}) is True
+  assert main.wants_distributed(None, {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}) is True
+  assert main.wants_distributed(False, {"SLURM_NTASKS": "4"}) is False
+  assert main.wants_distributed(True, {}) is True

@@ -19,7 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.data_dir = "~/tensorflow_datasets"  # where the array_record build is written / read
   # The release as downloaded (images/, masks/, idx_427/). Empty: `sirst` downloads it.
   d.manual_dir = "../shared/datasets/sirst"
-  d.folder = config_dict.placeholder(dict)  # SirstConfig fields for `folder` (image_dir, ...)
+  # For name == "folder": SirstConfig fields overriding the `folder` layout's (image_dir, mask_dir,
+  # mask_suffix, split_dir, split_files as [[split, file], ...], name: default "custom").
+  d.folder = config_dict.placeholder(dict)
   d.train_split = "train"  # paper: train on train, pick the checkpoint on val, report on test
   d.eval_split = "val"
   d.test_split = "test"

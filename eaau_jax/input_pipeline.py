@@ -55,9 +55,11 @@ def tfds_builder(dataset_cfg):
   from tfds_sirst import sirst_dataset_builder as sb  # tfds only where a tfds dataset is used
   name = dataset_cfg.name
   if name == "folder" and dataset_cfg.get("folder"):
-    f = dict(dataset_cfg.folder)
-    f["split_files"] = tuple(tuple(x) for x in f.get("split_files", sb.FOLDER.split_files))
-    config = sb.SirstConfig(**f)
+    # The `folder` layout's defaults, overridden by the config; tfds wants a name of its own.
+    f = {"name": "custom", **dataset_cfg.folder}
+    if "split_files" in f:
+      f["split_files"] = tuple(tuple(x) for x in f["split_files"])
+    config = dataclasses.replace(sb.FOLDER, description="config.dataset.folder", **f)
   elif name in ("sirst", "sirst_v2", "folder"):
     config = name
   else:

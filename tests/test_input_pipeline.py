@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from conftest import SIRST, needs_sirst
+from conftest import ROOT, SIRST, needs_sirst
 from eaau_jax import input_pipeline as ip
 from eaau_jax import metrics, synthetic
 
@@ -203,6 +203,25 @@ def test_open_source_synthetic_and_unknown_names():
   cfg.dataset.name = "imagenet"
   with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
     ip.open_source(cfg.dataset, "train")
+
+
+def test_folder_layout_from_the_config(tmp_path):
+  """A release with its own folder and split names, described in config.dataset.folder."""
+  import shutil
+  root = tmp_path / "release"
+  src = os.path.join(ROOT, "tfds_sirst", "dummy_data", "folder")
+  shutil.copytree(os.path.join(src, "images"), root / "IMG")
+  shutil.copytree(os.path.join(src, "masks"), root / "LBL")
+  (root / "lists").mkdir()
+  shutil.copy(os.path.join(src, "trainval.txt"), root / "lists" / "tr.txt")
+  shutil.copy(os.path.join(src, "test.txt"), root / "lists" / "te.txt")
+  cfg = tiny.get_config().dataset
+  cfg.name, cfg.manual_dir, cfg.data_dir = "folder", str(root), str(tmp_path / "tfds")
+  cfg.folder = {"image_dir": "IMG", "mask_dir": "LBL", "split_dir": "lists",
+                "split_files": [["train", "tr.txt"], ["test", "te.txt"]]}
+  train_src, test_src = ip.open_source(cfg, "train"), ip.open_source(cfg, "test")
+  assert (len(train_src), len(test_src)) == (5, 3)
+  assert {test_src[i]["id"] for i in range(3)} == {"000005", "000006", "000007"}
 
 
 # ---------------------------------------------------------------- real SIRST

@@ -43,13 +43,12 @@ class Checkpoints:
                          best_fn=lambda m: m["iou"])
 
   def save(self, step: int, state, meta: dict, val_metrics: Optional[dict] = None):
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    def args(meta):
+      return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     if step not in self.latest.all_steps():
-      self.latest.save(step, args=args)
+      self.latest.save(step, args=args(meta))
     if val_metrics is not None and step not in self.best.all_steps():
-      meta = {**meta, "val_metrics": val_metrics}
-      self.best.save(step, metrics=val_metrics, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+      self.best.save(step, metrics=val_metrics, args=args({**meta, "val_metrics": val_metrics}))
 
   def restore_latest(self, state, mesh):
     step = self.latest.latest_step()
@@ -75,26 +74,25 @@ def restore_state(manager: ocp.CheckpointManager, step: int, template, mesh):
 
 
 def locate(path: str) -> tuple[ocp.CheckpointManager, int]:
-  """A checkpoint from a workdir (its best, else its latest), a checkpoints folder, or a step folder."""
+  """A checkpoint: a step folder; a workdir (its best, else its latest); or a checkpoints folder."""
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.exists(path):
     raise CheckpointError(f"{path}: no such checkpoint or workdir")
-  candidates = [os.path.join(path, "best"), os.path.join(path, "checkpoints"), path]
-  if os.path.basename(path).isdigit():
-    candidates.insert(0, os.path.dirname(path))
-  for directory in candidates:
-    if not os.path.isdir(directory):
-      continue
-    manager = ocp.CheckpointManager(directory, item_names=ITEMS)
-    steps = manager.all_steps()
-    if not steps:
-      continue
-    if os.path.basename(path).isdigit() and directory == os.path.dirname(path):
-      if int(os.path.basename(path)) not in steps:
-        break
-      return manager, int(os.path.basename(path))
-    return manager, max(steps)
-  raise CheckpointError(f"{path}: no checkpoint found (looked in best/, checkpoints/ and the path)")
+  missing = CheckpointError(
+      f"{path}: no checkpoint found (looked in best/, checkpoints/ and the path)")
+  name = os.path.basename(path)
+  if name.isdigit():  # a step folder, if its parent holds checkpoints
+    parent = ocp.CheckpointManager(os.path.dirname(path), item_names=ITEMS)
+    if parent.all_steps():
+      if int(name) not in parent.all_steps():
+        raise missing
+      return parent, int(name)
+  for directory in (os.path.join(path, "best"), os.path.join(path, "checkpoints"), path):
+    if os.path.isdir(directory):
+      manager = ocp.CheckpointManager(directory, item_names=ITEMS)
+      if manager.all_steps():
+        return manager, max(manager.all_steps())
+  raise missing
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:

@@ -67,8 +67,7 @@ def _plot_curves(curves: dict, result: dict, path: str):
 
 def _inference_ms_per_image(state, loader, mesh) -> float:
   """Median over batches of the jitted forward time / real images (after compilation)."""
-  forward = jax.jit(lambda s, x: s.apply_fn({"params": s.params, "batch_stats": s.batch_stats}, x,
-                                            train=False))
+  forward = jax.jit(train.predict_logits)
   per_image = []
   for batch in loader:
     x = input_pipeline.to_global(mesh, {"image": batch["image"]})["image"]
@@ -138,8 +137,7 @@ def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: flo
   mesh = input_pipeline.make_mesh(jax.devices()[:1])
   state, config, meta, _ = restore(checkpoint, mesh)
   multiple = config.input.eval_pad_multiple
-  forward = jax.jit(lambda s, x: s.apply_fn({"params": s.params, "batch_stats": s.batch_stats}, x,
-                                            train=False))
+  forward = jax.jit(train.predict_logits)
   os.makedirs(output_dir, exist_ok=True)
   written = []
   for path in paths:

@@ -9,8 +9,8 @@ Protocol (one place, so numbers are comparable):
     false alarms it scores 0. (ACM scores the empty/empty case 0; SIRST has no empty image.)
   * Curves: precision, recall (= TPR) and FPR at the fixed thresholds ``CURVE_LOGITS`` (151 of
     them, scores 1e-13 to 1 - 1e-13, compared in logit space so saturated sigmoids do not merge),
-    with "predicted" meaning logit > t. AP = sum_k (R_k - R_{k+1}) P_k over the thresholds descending (the
-    step-wise area under PR). ROC AUC by the trapezoid rule.
+    with "predicted" meaning logit > t. AP = sum_k (R_k - R_{k+1}) P_k over the thresholds
+    descending (the step-wise area under PR). ROC AUC by the trapezoid rule.
   * F-measure with beta^2 = 0.3 at the operating threshold; F-area = AP * F-measure.
   * Pd/Fa (target level, host side): 8-connected components of mask and prediction; a target is
     detected when an unmatched predicted component's centroid lies closer than 3 px to its centroid

@@ -114,9 +114,14 @@ def train_step(state: TrainState, batch: dict, *, loss_cfg, seed: int):
   return state, out
 
 
+def predict_logits(state: TrainState, images: jax.Array) -> jax.Array:
+  """The model in inference mode (running BatchNorm statistics, no dropout)."""
+  return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images,
+                        train=False)
+
+
 def eval_step(state: TrainState, batch: dict):
-  logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                          batch["image"], train=False)
+  logits = predict_logits(state, batch["image"])
   seg = metrics.SegmentationMetrics.from_model_output(logits, batch["mask"], batch["valid"],
                                                       image_weight=batch["weight"])
   return seg, logits
@@ -177,8 +182,8 @@ def make_eval_loader(config, source, mean, std):
 
 def check_divisible(config):
   n = jax.device_count()
-  for field in ("batch_size", "input.eval_batch_size"):
-    value = config.batch_size if field == "batch_size" else config.input.eval_batch_size
+  for field, value in (("batch_size", config.batch_size),
+                       ("input.eval_batch_size", config.input.eval_batch_size)):
     if value % n:
       raise ValueError(f"config.{field} = {value} is not divisible by the {n} devices")
 

@@ -142,6 +142,36 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_
   return a[..., None], m[..., None]
 
 
+# ---------------------------------------------------------------- evaluation protocols
+# How an image is presented for evaluation (and prediction); every report names one.
+#   acm:    image resized to base_size x base_size (PIL bilinear), mask nearest, whatever the aspect
+#           ratio: ACM's ``_testval_sync_transform``. Table 3's CNN rows (copied from the ACM and
+#           ALCNet papers) were measured this way, so EAAU-Net's 0.771 compares under it.
+#   native: the image as stored; metrics over its own pixels.
+PROTOCOLS = ("acm", "native")
+
+
+def check_protocol(protocol: str, field: str = "config.eval.protocol") -> str:
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"{field}: unknown evaluation protocol {protocol!r}; expected one of "
+                     f"{', '.join(PROTOCOLS)}")
+  return protocol
+
+
+def eval_transform(image: np.ndarray, mask: Optional[np.ndarray], protocol: str,
+                   base_size: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """uint8 (H, W, C) image and {0,1} (H, W, 1) mask (or None) as the protocol evaluates them."""
+  if check_protocol(protocol) == "native":
+    return image, mask
+  size = (base_size, base_size)
+  channels = [np.asarray(Image.fromarray(image[..., c]).resize(size, Image.BILINEAR))
+              for c in range(image.shape[-1])]
+  image = np.stack(channels, axis=-1)
+  if mask is not None:
+    mask = np.asarray(Image.fromarray(mask[..., 0]).resize(size, Image.NEAREST))[..., None]
+  return image, mask
+
+
 def normalize(image: np.ndarray, mean: float, std: float, channels: int = 1) -> np.ndarray:
   """uint8 (..., 1) -> float32 (..., channels): (x - mean) / std, grey repeated for 3 channels."""
   x = (image.astype(np.float32) - np.float32(mean)) / np.float32(std)

@@ -45,8 +45,13 @@ def write_release(name, ids, image_dir, mask_dir, mask_suffix, split_dir, splits
     img, mask = fake_pair(rng, i, (int(rng.integers(17, 30)), int(rng.integers(19, 33))))
     img.save(os.path.join(base, image_dir, f"{sample_id}.png"))
     mask.save(os.path.join(base, mask_dir, f"{sample_id}{mask_suffix}.png"))
+  _write_splits(os.path.join(base, split_dir), ids, splits)
+
+
+def _write_splits(folder, ids, splits):
+  os.makedirs(folder, exist_ok=True)
   for fname, members in splits.items():
-    with open(os.path.join(base, split_dir, fname), "w") as f:
+    with open(os.path.join(folder, fname), "w") as f:
       f.write("\n".join(ids[j] for j in members))  # no trailing newline, as the real files
 
 
@@ -57,6 +62,10 @@ def main():
   write_release("sirst", ids, "images", "masks", "_pixels0", "idx_427",
                 {"train.txt": tr, "val.txt": va, "test.txt": te, "trainval.txt": range(0, 7),
                  "trainvaltest.txt": range(10)}, seed=0)
+  # The idx_320 split folder of the same release (SIRST ships both).
+  _write_splits(os.path.join(ROOT, "sirst", "idx_320"), ids,
+                {"train.txt": range(0, 4), "val.txt": range(4, 6), "test.txt": range(6, 9),
+                 "trainval.txt": range(0, 6), "trainvaltest.txt": range(9)})
   v2 = ids[:6] + [f"{i:06d}" for i in range(1, 7)]
   v2_splits = {"train_full.txt": range(0, 6), "val_full.txt": range(6, 8),
                "test_full.txt": range(8, 12), "trainval_full.txt": range(0, 8),

@@ -70,6 +70,9 @@ _V2_SPLITS = tuple((s, f"{s}_full.txt") for s in SPLITS) + tuple(
 
 SIRST = SirstConfig(name="sirst", description="SIRST, official idx_427 split (256/85/86).",
                     download=True)
+# The older idx_320 split: 160/64/96 = 5:2:3, the paper's ratio and the split of ACM's released weights.
+SIRST_IDX320 = SirstConfig(name="sirst_idx320", split_dir="idx_320", download=True,
+                           description="SIRST, idx_320 split (160/64/96 = 5:2:3, the paper's).")
 SIRST_V2 = SirstConfig(name="sirst_v2", image_dir="mixed", mask_dir="annotations/masks",
                        split_dir="splits", split_files=_V2_SPLITS,
                        description="SIRST-v2 (open-sirst-v2): 1024 images; *_v1 splits are SIRST.")
@@ -109,7 +112,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [SIRST, SIRST_V2, FOLDER]
+  BUILDER_CONFIGS = [SIRST, SIRST_IDX320, SIRST_V2, FOLDER]
   DEFAULT_BUILDER_CONFIG_NAME = "sirst"
   URL_BASE = SIRST_URL  # tests point this at a local server
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -118,6 +121,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     sirst:    ROOT/images/Misc_<n>.png, ROOT/masks/Misc_<n>_pixels0.png,
               ROOT/idx_427/{train,val,test,trainval}.txt     (github.com/YimianDai/sirst).
               With no manual dir, `sirst` downloads images.zip, masks.zip and idx_427 from there.
+    sirst_idx320: the same release with its idx_320/ split folder (160/64/96).
     sirst_v2: ROOT/mixed/<id>.png, ROOT/annotations/masks/<id>_pixels0.png,
               ROOT/splits/{train,val,test,trainval}_full.txt and *_v1.txt
               (github.com/YimianDai/open-sirst-v2).

@@ -26,6 +26,15 @@ class SirstTest(tfds.testing.DatasetBuilderTestCase):
   SKIP_CHECKSUMS = True
 
 
+class SirstIdx320Test(tfds.testing.DatasetBuilderTestCase):
+  DATASET_CLASS = sb.Builder
+  BUILDER_CONFIG_NAMES_TO_TEST = ["sirst_idx320"]
+  EXAMPLE_DIR = os.path.join(DUMMY, "sirst")  # the same release, its idx_320/ split folder
+  SPLITS = {"train": 4, "val": 2, "test": 3, "trainval": 6}
+  OVERLAPPING_SPLITS = ["trainval"]
+  SKIP_CHECKSUMS = True
+
+
 class SirstV2Test(tfds.testing.DatasetBuilderTestCase):
   DATASET_CLASS = sb.Builder
   BUILDER_CONFIG_NAMES_TO_TEST = ["sirst_v2"]

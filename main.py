@@ -2,7 +2,8 @@
 
   python main.py --workdir DIR                                   # synthetic default, no download
   python main.py --config configs/sirst.py --workdir DIR         # the paper's setup on SIRST
-  python main.py --mode eval --workdir DIR [--split test]        # report of DIR's best checkpoint
+  python main.py --mode eval --workdir DIR [--split test] [--protocol acm,native]
+                                                                 # report of DIR's best checkpoint
   python main.py --mode predict --workdir DIR --input IMGS --output OUT
 """
 
@@ -21,6 +22,8 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
 flags.DEFINE_string("checkpoint", None, "eval/predict: a workdir, checkpoints folder or step "
                     "folder (default: --workdir, its best checkpoint).")
 flags.DEFINE_string("split", None, "eval: the split (default: the config's test split).")
+flags.DEFINE_list("protocol", None, "eval: evaluation protocols, comma-separated (acm, native; "
+                  "default: the config's eval.protocol); predict: the first one is used.")
 flags.DEFINE_string("input", None, "predict: folder of images.")
 flags.DEFINE_string("output", None, "predict: folder for masks and overlays; eval: for reports.")
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() (default: when the "
@@ -56,11 +59,13 @@ def main(argv):
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == "eval":
     given = config if FLAGS["config"].present else None
-    evaluate.run_eval(FLAGS.checkpoint or FLAGS.workdir, FLAGS.split, FLAGS.output, given)
+    evaluate.run_eval(FLAGS.checkpoint or FLAGS.workdir, FLAGS.split, FLAGS.output, given,
+                      FLAGS.protocol)
   else:
     if not FLAGS.input or not FLAGS.output:
       raise app.UsageError("--mode=predict needs --input and --output")
-    evaluate.run_predict(FLAGS.checkpoint or FLAGS.workdir, FLAGS.input, FLAGS.output)
+    evaluate.run_predict(FLAGS.checkpoint or FLAGS.workdir, FLAGS.input, FLAGS.output,
+                         protocol=FLAGS.protocol[0] if FLAGS.protocol else None)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ def get_config():
   config.dataset.synthetic.size_range = (96, 160)
   config.input.crop_size = 96  # synthetic images are ~128 px, not SIRST's ~300
   config.input.base_size = 128
+  config.input.scale_reference = "image"  # train at the native scale the `native` protocol tests
+  config.eval.protocol = "native"
   config.input.eval_pad_multiple = 64
   config.model.blocks = 1  # b = 1 keeps a step well under a second on 2 cores
   config.num_epochs = 40  # 1280 steps: ~4 min on 2 CPU cores

@@ -16,7 +16,6 @@ def get_config():
   config.input.workers = 2
   config.model.widths = (8, 16, 16)
   config.batch_size = 4
-  config.optimizer.grad_scale = 1.0 / 4
   config.num_epochs = 2
   config.eval_every_epochs = 1
   config.log_every_steps = 2

@@ -70,49 +70,75 @@ def _inference_ms_per_image(state, loader, mesh) -> float:
   forward = jax.jit(train.predict_logits)
   per_image = []
   for batch in loader:
-    x = input_pipeline.to_global(mesh, {"image": batch["image"]})["image"]
-    jax.block_until_ready(forward(state, x))  # compile this bucket shape
+    x = input_pipeline.to_global(mesh, {"image": batch["image"], "valid": batch["valid"]})
+    jax.block_until_ready(forward(state, x["image"], x["valid"]))  # compile this bucket shape
     t0 = time.perf_counter()
-    jax.block_until_ready(forward(state, x))
+    jax.block_until_ready(forward(state, x["image"], x["valid"]))
     per_image.append((time.perf_counter() - t0) / max(batch["weight"].sum(), 1) * 1e3)
   return float(np.median(per_image))
 
 
+PROTOCOL_TEXT = {
+    "acm": "every image resized to {base} x {base} (bilinear; mask nearest), ACM's testval "
+           "transform: the protocol of the paper's Table 3",
+    "native": "native resolution (no resizing)",
+}
+METRIC_NAMES = [("IoU", "iou"), ("nIoU", "niou"), ("Pd", "pd"), ("Fa", "fa"), ("AP", "ap"),
+                ("F-measure (b2=0.3)", "f_measure"), ("F-area", "f_area"),
+                ("ROC AUC", "roc_auc"), ("params", "num_params"),
+                ("inference ms/image", "ms_per_image")]
+
+
+def _write_report(report: dict, curves: dict, stem: str):
+  """``stem``.json, .md and _curves.png of one evaluation."""
+  result = report["metrics"]
+  with open(stem + ".json", "w") as f:
+    json.dump(report, f, indent=1)
+  rows = "\n".join(f"| {n} | {result[k]:.6g} |" for n, k in METRIC_NAMES)
+  with open(stem + ".md", "w") as f:
+    f.write(f"# {report['dataset']} / {report['split']}, {report['protocol']} protocol: "
+            f"{report['checkpoint']}\n\n| metric | value |\n|---|---:|\n{rows}\n\n"
+            f"{int(result['images'])} images, {result['targets']} targets, evaluated "
+            f"{report['protocol_text']}; inference timed on {report['device']}.\n\n"
+            f"![PR and ROC]({os.path.basename(stem)}_curves.png)\n")
+  _plot_curves(curves, result, stem + "_curves.png")
+
+
 def run_eval(checkpoint: str, split: Optional[str], output_dir: Optional[str],
-             config: Optional[ml_collections.ConfigDict] = None) -> dict:
-  """Evaluates a checkpoint on a split; writes eval_<split>.json/.md and PR/ROC plots."""
+             config: Optional[ml_collections.ConfigDict] = None,
+             protocols: Optional[list] = None) -> dict:
+  """Evaluates a checkpoint on a split under each protocol (default: the config's), writing
+  eval_<split>_<protocol>.json/.md and PR/ROC plots. Returns {protocol: report}."""
   mesh = input_pipeline.make_mesh()
   state, ckpt_config, meta, step = restore(checkpoint, mesh, config)
   config = config if config is not None else ckpt_config
+  protocols = protocols or [config.eval.protocol]
+  for p in protocols:
+    input_pipeline.check_protocol(p, "--protocol")
   split = split or config.dataset.test_split
   train.check_divisible(config)
   source = input_pipeline.open_source(config.dataset, split)
-  loader = train.make_eval_loader(config, source, meta["mean"], meta["std"])
   _, p_eval = train.compile_steps(config, mesh)
-  result, _, curves = train.evaluate(state, loader, p_eval, mesh)
-  result["ms_per_image"] = _inference_ms_per_image(state, loader, mesh)
-  result["num_params"] = meta["num_params"]
-  report = {"checkpoint": f"{checkpoint} (step {step})", "dataset": config.dataset.name,
-            "split": split, "device": jax.devices()[0].device_kind,
-            "metrics": result, "protocol": metrics.__doc__.split("``SegmentationMetrics")[0]}
   output_dir = output_dir or os.path.join(os.path.abspath(os.path.expanduser(checkpoint)), "eval")
   os.makedirs(output_dir, exist_ok=True)
-  stem = os.path.join(output_dir, f"eval_{split}")
-  with open(stem + ".json", "w") as f:
-    json.dump(report, f, indent=1)
-  names = [("IoU", "iou"), ("nIoU", "niou"), ("Pd", "pd"), ("Fa", "fa"), ("AP", "ap"),
-           ("F-measure (b2=0.3)", "f_measure"), ("F-area", "f_area"), ("ROC AUC", "roc_auc"),
-           ("params", "num_params"), ("inference ms/image", "ms_per_image")]
-  rows = "\n".join(f"| {n} | {result[k]:.6g} |" for n, k in names)
-  with open(stem + ".md", "w") as f:
-    f.write(f"# {config.dataset.name} / {split}: {report['checkpoint']}\n\n| metric | value |\n"
-            f"|---|---:|\n{rows}\n\n{int(result['images'])} images, {result['targets']} targets, "
-            f"at native resolution; inference timed on {report['device']}.\n\n"
-            f"![PR and ROC]({os.path.basename(stem)}_curves.png)\n")
-  _plot_curves(curves, result, stem + "_curves.png")
-  logging.info("eval %s: %s -> %s.{json,md}", split, {k: round(v, 4) for k, v in result.items()
-                                                      if isinstance(v, float)}, stem)
-  return report
+  reports = {}
+  for protocol in protocols:
+    loader = train.make_eval_loader(config, source, meta["mean"], meta["std"], protocol)
+    result, _, curves = train.evaluate(state, loader, p_eval, mesh)
+    result["ms_per_image"] = _inference_ms_per_image(state, loader, mesh)
+    result["num_params"] = meta["num_params"]
+    report = {"checkpoint": f"{checkpoint} (step {step})", "dataset": config.dataset.name,
+              "split_folder": config.dataset.get("split_folder"), "split": split,
+              "protocol": protocol,
+              "protocol_text": PROTOCOL_TEXT[protocol].format(base=config.input.base_size),
+              "device": jax.devices()[0].device_kind, "metrics": result,
+              "metric_definitions": metrics.__doc__.split("``SegmentationMetrics")[0]}
+    stem = os.path.join(output_dir, f"eval_{split}_{protocol}")
+    _write_report(report, curves, stem)
+    logging.info("eval %s, %s protocol: %s -> %s.{json,md}", split, protocol,
+                 {k: round(v, 4) for k, v in result.items() if isinstance(v, float)}, stem)
+    reports[protocol] = report
+  return reports
 
 
 def list_images(input_dir: str) -> list[str]:
@@ -131,27 +157,38 @@ def overlay(image: np.ndarray, pred: np.ndarray) -> np.ndarray:
   return rgb
 
 
-def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: float = 0.0) -> list:
-  """Writes <name>_mask.png (0/255) and <name>_overlay.png for every image of ``input_dir``."""
+def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: float = 0.0,
+                protocol: Optional[str] = None) -> list:
+  """Writes <name>_mask.png (0/255) and <name>_overlay.png for every image of ``input_dir``.
+
+  The images go through the evaluation path (EvalLoader: the protocol's resize, normalisation,
+  bucketed batches with masked padding); under ``acm`` the logits are resized back (bilinear) to
+  each image's own size before thresholding.
+  """
   paths = list_images(input_dir)
   mesh = input_pipeline.make_mesh(jax.devices()[:1])
   state, config, meta, _ = restore(checkpoint, mesh)
-  multiple = config.input.eval_pad_multiple
+  loader = train.make_eval_loader(config, input_pipeline.FolderSource(paths), meta["mean"],
+                                  meta["std"], protocol, batch_size=1)
   forward = jax.jit(train.predict_logits)
   os.makedirs(output_dir, exist_ok=True)
   written = []
-  for path in paths:
-    image = imageio.read_grayscale(path)
-    h, w = image.shape[:2]
-    bh, bw = input_pipeline.bucket_shape(h, w, multiple)  # a few shapes: few compilations
-    x = np.zeros((1, bh, bw, config.input.channels), np.float32)
-    x[0, :h, :w] = input_pipeline.normalize(image, meta["mean"], meta["std"],
-                                            config.input.channels)
-    logits = np.asarray(forward(state, jnp.asarray(x)))[0, :h, :w, 0]
-    pred = logits > threshold
-    stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
-    Image.fromarray((pred * 255).astype(np.uint8)).save(stem + "_mask.png")
-    Image.fromarray(overlay(image, pred)).save(stem + "_overlay.png")
-    written.append(stem)
+  for batch in loader:
+    logits = np.asarray(forward(state, jnp.asarray(batch["image"]), jnp.asarray(batch["valid"])))
+    for k, i in enumerate(batch["index"]):
+      if i < 0:
+        continue
+      (h, w), (oh, ow) = batch["sizes"][k], batch["orig_sizes"][k]
+      out = logits[k, :h, :w, 0]
+      if (h, w) != (oh, ow):
+        out = np.asarray(Image.fromarray(out).resize((ow, oh), Image.BILINEAR))
+      written.append(_write_prediction(paths[i], out > threshold, output_dir))
   logging.info("predicted %d images into %s", len(written), output_dir)
   return written
+
+
+def _write_prediction(path: str, pred: np.ndarray, output_dir: str) -> str:
+  stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
+  Image.fromarray((pred * 255).astype(np.uint8)).save(stem + "_mask.png")
+  Image.fromarray(overlay(imageio.read_grayscale(path), pred)).save(stem + "_overlay.png")
+  return stem

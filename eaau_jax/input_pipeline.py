@@ -27,7 +27,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image, ImageFilter
 
-from eaau_jax import synthetic
+from eaau_jax import imageio, synthetic
 from eaau_jax.imageio import DataError
 
 DATA_AXIS = "data"
@@ -60,7 +60,13 @@ def tfds_builder(dataset_cfg):
     if "split_files" in f:
       f["split_files"] = tuple(tuple(x) for x in f["split_files"])
     config = dataclasses.replace(sb.FOLDER, description="config.dataset.folder", **f)
-  elif name in ("sirst", "sirst_v2", "folder"):
+  elif name == "sirst":
+    folders = {"idx_427": "sirst", "idx_320": "sirst_idx320"}
+    folder = dataset_cfg.get("split_folder", "idx_427")
+    if folder not in folders:
+      raise ValueError(f"config.dataset.split_folder: {folder!r}; SIRST has {sorted(folders)}")
+    config = folders[folder]
+  elif name in ("sirst_v2", "folder"):
     config = name
   else:
     raise ValueError(f"config.dataset.name: unknown dataset {name!r}; expected synthetic, sirst, "
@@ -99,6 +105,24 @@ def open_source(dataset_cfg, split: str):
   return _TfdsSource(builder.as_data_source(split=split))
 
 
+@dataclasses.dataclass
+class FolderSource:
+  """The images of a folder as a source (for ``--mode=predict``): read one at a time, on demand,
+  by the same rule as the dataset (imageio); ``mask`` is all zeros (there is none)."""
+  paths: list
+
+  def __len__(self):
+    return len(self.paths)
+
+  def image_size(self, i: int) -> tuple[int, int]:
+    with Image.open(self.paths[i]) as im:  # the header only
+      return im.size[1], im.size[0]
+
+  def __getitem__(self, i: int) -> dict:
+    image = imageio.read_grayscale(self.paths[i])
+    return {"image": image, "mask": np.zeros_like(image), "id": self.paths[i]}
+
+
 def mean_std(source) -> tuple[float, float]:
   """Pixel mean and std of all images of a source (the train split's, for normalisation)."""
   total = total_sq = count = 0.0
@@ -110,20 +134,32 @@ def mean_std(source) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- augmentation
+SCALE_REFERENCES = ("base", "image")
+
+
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_size: int,
-            base_size: int, blur_p: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+            base_size: int, blur_p: float = 0.5, scale_range: tuple = (0.5, 2.0),
+            scale_reference: str = "base") -> tuple[np.ndarray, np.ndarray]:
   """ACM's training transform on uint8 (H, W, 1) image and {0,1} mask -> (crop, crop, 1) each.
 
-  Horizontal flip (p = 0.5); resize so the long side is a random integer in [0.5, 2] x base_size
-  (image bilinear, mask nearest, so it stays binary); pad right/bottom with 0 up to the crop size if
-  smaller (an image smaller than the crop is padded, never an error); random crop; Gaussian blur of
-  the image with a random radius in [0, 1) with probability ``blur_p``.
+  Horizontal flip (p = 0.5); resize so the long side is a random integer in
+  [lo, hi] x reference, ``scale_range = (lo, hi)``, where the reference is ``base_size``
+  (``scale_reference="base"``, ACM: every image to a common scale, as the `acm` protocol tests) or
+  the image's own long side (``"image"``: around its native scale, as the `native` protocol
+  tests); image bilinear, mask nearest, so it stays binary. Pad right/bottom with 0 up to the crop
+  size if smaller (an image smaller than the crop is padded, never an error); random crop;
+  Gaussian blur of the image with a random radius in [0, 1) with probability ``blur_p``.
   """
+  if scale_reference not in SCALE_REFERENCES:
+    raise ValueError(f"config.input.scale_reference: {scale_reference!r}; expected one of "
+                     f"{SCALE_REFERENCES}")
   img, msk = Image.fromarray(image[..., 0]), Image.fromarray(mask[..., 0])
   if rng.random() < 0.5:
     img, msk = img.transpose(Image.FLIP_LEFT_RIGHT), msk.transpose(Image.FLIP_LEFT_RIGHT)
-  long_size = int(rng.integers(int(base_size * 0.5), int(base_size * 2.0) + 1))
   w, h = img.size
+  reference = base_size if scale_reference == "base" else max(h, w)
+  lo, hi = scale_range
+  long_size = int(rng.integers(int(reference * lo), int(reference * hi) + 1))
   if h > w:
     oh, ow = long_size, int(w * long_size / h + 0.5)
   else:
@@ -194,6 +230,8 @@ class TrainLoader:
   process_index: int = 0
   process_count: int = 1
   workers: int = 4
+  scale_range: tuple = (0.5, 2.0)
+  scale_reference: str = "base"
   prefetch: int = 2
 
   def __post_init__(self):
@@ -221,7 +259,8 @@ class TrainLoader:
   def example(self, epoch: int, index: int):
     ex = self.source[int(index)]
     rng = np.random.default_rng([self.seed, epoch, int(index)])
-    return augment(ex["image"], ex["mask"], rng, self.crop_size, self.base_size, self.blur_p)
+    return augment(ex["image"], ex["mask"], rng, self.crop_size, self.base_size, self.blur_p,
+                   tuple(self.scale_range), self.scale_reference)
 
   def _batch(self, epoch, row) -> dict:
     mine = row[self.process_index * self.local_batch:(self.process_index + 1) * self.local_batch]
@@ -248,14 +287,27 @@ def bucket_shape(h: int, w: int, multiple: int) -> tuple[int, int]:
   return (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
 
 
+def evaluated_size(source, i: int, protocol: str, base_size: int) -> tuple[int, int]:
+  """(H, W) at which example ``i`` is evaluated, decoding it only when nothing else tells."""
+  if protocol == "acm":
+    return base_size, base_size
+  if hasattr(source, "image_size"):  # e.g. FolderSource reads the file header only
+    return source.image_size(i)
+  return tuple(source[i]["mask"].shape[:2])
+
+
 @dataclasses.dataclass
 class EvalLoader:
-  """Native-resolution evaluation batches, padded to a few bucket shapes so ``jit`` compiles once
-  per bucket instead of once per image size (SIRST has 381 sizes; multiples of 128 give a dozen).
+  """Evaluation (and prediction) batches under a protocol: the one preprocessing path.
 
-  Each batch: ``image`` (B, Hb, Wb, C) zero-padded after normalisation, ``mask``, ``valid`` (1 on
-  real pixels), ``weight`` (B,) (0 for filler images of a bucket's last batch), and host-side
-  ``ids`` and ``sizes``. Padding never reaches the metrics: they count only valid pixels.
+  Each example goes through ``eval_transform`` (the protocol) and ``normalize``, then into a batch
+  of a few bucket shapes so ``jit`` compiles once per bucket instead of once per image size
+  (native SIRST has 381 sizes; multiples of 128 give a dozen; ``acm`` has one). The padding never
+  reaches the logits (the model masks it, see models.apply_mask) nor the metrics.
+
+  Each batch: ``image`` (B, Hb, Wb, C), zero-padded after normalisation; ``mask``; ``valid`` (1 on
+  real pixels); ``weight`` (B,) (0 for filler images of a bucket's last batch); and host-side
+  ``index`` (source index, -1 for fillers), ``ids``, ``sizes`` (evaluated) and ``orig_sizes``.
   """
   source: object
   batch_size: int
@@ -265,45 +317,56 @@ class EvalLoader:
   channels: int = 1
   process_index: int = 0
   process_count: int = 1
+  protocol: str = "native"
+  base_size: int = 512
 
   def __post_init__(self):
+    check_protocol(self.protocol)
     if self.batch_size % self.process_count:
       raise ValueError(f"eval batch {self.batch_size} not divisible by {self.process_count} processes")
     buckets = collections.defaultdict(list)
     for i in range(len(self.source)):
-      h, w = self.source[i]["mask"].shape[:2]
+      h, w = evaluated_size(self.source, i, self.protocol, self.base_size)
       buckets[bucket_shape(h, w, self.pad_multiple)].append(i)
     self.plan = [(shape, idx[k:k + self.batch_size]) for shape, idx in sorted(buckets.items())
                  for k in range(0, len(idx), self.batch_size)]
-    logging.info("eval: %d images in %d bucket shapes, %d batches", len(self.source), len(buckets),
-                 len(self.plan))
+    logging.info("eval (%s protocol): %d images in %d bucket shapes, %d batches", self.protocol,
+                 len(self.source), len(buckets), len(self.plan))
+
+  def prepare(self, ex: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One example as evaluated: (normalised image (H, W, C), mask (H, W, 1))."""
+    image, mask = eval_transform(ex["image"], ex["mask"], self.protocol, self.base_size)
+    return normalize(image, self.mean, self.std, self.channels), mask
 
   def __iter__(self) -> Iterator[dict]:
     local = self.batch_size // self.process_count
     lo = self.process_index * local
     for (bh, bw), idx in self.plan:
       idx = list(idx) + [None] * (self.batch_size - len(idx))
-      mine = idx[lo:lo + local]
-      image = np.zeros((local, bh, bw, self.channels), np.float32)
-      mask = np.zeros((local, bh, bw, 1), np.float32)
-      valid = np.zeros((local, bh, bw, 1), np.float32)
-      weight = np.zeros((local,), np.float32)
-      ids, sizes = [], []
-      for k, i in enumerate(mine):
-        if i is None:
-          ids.append(None)
-          sizes.append((0, 0))
-          continue
-        ex = self.source[i]
-        h, w = ex["mask"].shape[:2]
-        image[k, :h, :w] = normalize(ex["image"], self.mean, self.std, self.channels)
-        mask[k, :h, :w] = ex["mask"]
-        valid[k, :h, :w] = 1
-        weight[k] = 1
-        ids.append(ex["id"])
-        sizes.append((h, w))
-      yield {"image": image, "mask": mask, "valid": valid, "weight": weight, "ids": ids,
-             "sizes": sizes}
+      yield self._batch(idx[lo:lo + local], bh, bw)
+
+  def _batch(self, mine: list, bh: int, bw: int) -> dict:
+    n = len(mine)
+    batch = {"image": np.zeros((n, bh, bw, self.channels), np.float32),
+             "mask": np.zeros((n, bh, bw, 1), np.float32),
+             "valid": np.zeros((n, bh, bw, 1), np.float32), "weight": np.zeros((n,), np.float32),
+             "index": [-1] * n, "ids": [None] * n, "sizes": [(0, 0)] * n,
+             "orig_sizes": [(0, 0)] * n}
+    for k, i in enumerate(mine):
+      if i is None:
+        continue
+      ex = self.source[i]
+      image, mask = self.prepare(ex)
+      h, w = mask.shape[:2]
+      batch["image"][k, :h, :w] = image
+      batch["mask"][k, :h, :w] = mask
+      batch["valid"][k, :h, :w] = 1
+      batch["weight"][k] = 1
+      batch["index"][k] = i
+      batch["ids"][k] = ex["id"]
+      batch["sizes"][k] = (h, w)
+      batch["orig_sizes"][k] = tuple(ex["image"].shape[:2])
+    return batch
 
 
 # ---------------------------------------------------------------- devices

@@ -15,11 +15,37 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # BatchNorm momentum 0.9 is PyTorch/MXNet's 0.1 (theirs weights the new batch, Flax's the old stats).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 conv_init = nn.initializers.kaiming_normal()  # MSRA init, as ACM/ALCNet.
+
+
+# ---------------------------------------------------------------- valid-pixel masks
+# An image evaluated inside a larger padded batch must give the logits it gives alone. Padding
+# would otherwise leak in twice: through the global pooling of SA/BAA and SA's GroupNorm
+# statistics, and through 3x3 convolutions at the border once BatchNorm's shift has made the
+# padded pixels non-zero. So a ``valid`` mask (N, H, W, 1) travels with the features: every layer
+# output is zeroed outside it (zero padding, as a convolution sees at an image's own border), and
+# every spatial statistic is taken over valid pixels only. ``valid=None`` means every pixel is
+# real and costs nothing (training crops).
+def apply_mask(x: jax.Array, valid: Optional[jax.Array]) -> jax.Array:
+  return x if valid is None else x * valid
+
+
+def downsample_mask(valid: Optional[jax.Array]) -> Optional[jax.Array]:
+  """The mask at half resolution: a stride-2 output pixel is real iff its centre input pixel is."""
+  return None if valid is None else valid[:, ::2, ::2, :]
+
+
+def masked_mean(x: jax.Array, valid: Optional[jax.Array], axis=(1, 2)) -> jax.Array:
+  """Mean over ``axis`` (keepdims) of the valid pixels only."""
+  if valid is None:
+    return x.mean(axis=axis, keepdims=True)
+  count = jnp.maximum(valid.sum(axis=axis, keepdims=True), 1.0)
+  return (x * valid).sum(axis=axis, keepdims=True) / count
 
 
 def batch_norm(train: bool, axis_name: Optional[str], name: Optional[str] = None, **kw) -> nn.BatchNorm:
@@ -37,16 +63,17 @@ class ResidualBlock(nn.Module):
   axis_name: Optional[str] = None
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, valid=None):
+    """``x`` is zero outside the input's valid pixels; ``valid`` is the mask at output resolution."""
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init)
     y = conv(self.features, (3, 3), strides=self.strides, padding=1)(x)
-    y = nn.relu(batch_norm(train, self.axis_name)(y))
+    y = apply_mask(nn.relu(batch_norm(train, self.axis_name)(y)), valid)
     y = conv(self.features, (3, 3), padding=1)(y)
     y = batch_norm(train, self.axis_name)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = conv(self.features, (1, 1), strides=self.strides)(x)
       x = batch_norm(train, self.axis_name)(x)
-    return nn.relu(x + y)
+    return apply_mask(nn.relu(x + y), valid)
 
 
 class Stage(nn.Module):
@@ -57,9 +84,11 @@ class Stage(nn.Module):
   axis_name: Optional[str] = None
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, valid=None):
+    """``valid``: the mask at the stage's output resolution."""
     for i in range(self.blocks):
-      x = ResidualBlock(self.features, self.strides if i == 0 else 1, self.axis_name)(x, train)
+      x = ResidualBlock(self.features, self.strides if i == 0 else 1, self.axis_name)(x, train,
+                                                                                       valid)
     return x
 
 
@@ -82,13 +111,15 @@ class ShuffleAttention(nn.Module):
   epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x):
-    *lead, h, w, c = x.shape
+  def __call__(self, x, valid=None):
+    """``x`` (N, H, W, C), zero outside ``valid`` (N, H, W, 1); statistics over valid pixels."""
+    n, h, w, c = x.shape
     if c % (2 * self.groups):
       raise ValueError(f"ShuffleAttention: channels ({c}) must be divisible by 2 * groups "
                        f"({2 * self.groups}); lower `sa_groups` in the config.")
     half = c // (2 * self.groups)
-    x = x.reshape(*lead, h, w, self.groups, 2 * half)
+    x = x.reshape(n, h, w, self.groups, 2 * half)
+    v = None if valid is None else valid.reshape(n, h, w, 1, 1)
     x_channel, x_spatial = x[..., :half], x[..., half:]
 
     cw = self.param("cweight", nn.initializers.zeros, (half,))
@@ -96,15 +127,15 @@ class ShuffleAttention(nn.Module):
     sw = self.param("sweight", nn.initializers.zeros, (half,))
     sb = self.param("sbias", nn.initializers.ones, (half,))
 
-    pooled = x_channel.mean(axis=(-4, -3), keepdims=True)
+    pooled = masked_mean(x_channel, v)
     x_channel = x_channel * nn.sigmoid(cw * pooled + cb)
 
-    mean = x_spatial.mean(axis=(-4, -3), keepdims=True)
-    var = x_spatial.var(axis=(-4, -3), keepdims=True)
+    mean = masked_mean(x_spatial, v)
+    var = masked_mean(jnp.square(x_spatial - mean), v)
     normed = (x_spatial - mean) * jax.lax.rsqrt(var + self.epsilon)
-    x_spatial = x_spatial * nn.sigmoid(sw * normed + sb)
+    x_spatial = x_spatial * nn.sigmoid(sw * normed + sb)  # zero where x_spatial is
 
-    out = jnp.concatenate([x_channel, x_spatial], axis=-1).reshape(*lead, h, w, c)
+    out = jnp.concatenate([x_channel, x_spatial], axis=-1).reshape(n, h, w, c)
     return channel_shuffle(out, 2)
 
 
@@ -115,9 +146,9 @@ class BottomUpGlobalAttention(nn.Module):
   pool = True  # a class constant: BottomUpLocalAttention is the same gate without the pooling
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, valid=None):
     c = x.shape[-1]
-    g = x.mean(axis=(1, 2), keepdims=True) if self.pool else x
+    g = masked_mean(x, valid) if self.pool else x
     g = nn.Conv(max(c // self.reduction, 1), (1, 1), kernel_init=conv_init)(g)
     g = nn.relu(batch_norm(train, self.axis_name)(g))
     g = nn.Conv(c, (1, 1), kernel_init=conv_init)(g)
@@ -130,7 +161,10 @@ class BottomUpLocalAttention(BottomUpGlobalAttention):
 
 
 class Fusion(nn.Module):
-  """Base of the cross-layer fusions: low-level X and high-level Y (same shape) -> Z."""
+  """Base of the cross-layer fusions: low-level X and high-level Y (same shape) -> Z.
+
+  ``valid`` is the mask of the fusion's resolution; X and Y arrive zero outside it.
+  """
   sa_groups: int = 4
   reduction: int = 4
   axis_name: Optional[str] = None
@@ -146,48 +180,58 @@ class EAA(Fusion):
   """Enhanced asymmetric attention: Z = SA(X) + G(X) * SA(Y); the two SA have their own weights."""
 
   @nn.compact
-  def __call__(self, x, y, train: bool):
-    return self.sa("sa_low")(x) + self.baa()(x, train) * self.sa("sa_high")(y)
+  def __call__(self, x, y, train: bool, valid=None):
+    return (self.sa("sa_low")(x, valid)
+            + self.baa()(x, train, valid) * self.sa("sa_high")(y, valid))
 
 
 class SingleSA(Fusion):
   """Ablation: SA on the high-level branch only: Z = X + G(X) * SA(Y)."""
 
   @nn.compact
-  def __call__(self, x, y, train: bool):
-    return x + self.baa()(x, train) * self.sa("sa_high")(y)
+  def __call__(self, x, y, train: bool, valid=None):
+    return x + self.baa()(x, train, valid) * self.sa("sa_high")(y, valid)
 
 
 class OnlyBAA(Fusion):
   """Ablation: no shuffle attention: Z = X + G(X) * Y."""
 
   @nn.compact
-  def __call__(self, x, y, train: bool):
-    return x + self.baa()(x, train) * y
+  def __call__(self, x, y, train: bool, valid=None):
+    return x + self.baa()(x, train, valid) * y
 
 
 class OnlySA(Fusion):
   """Ablation: no cross-layer modulation: Z = SA(X) + SA(Y)."""
 
   @nn.compact
-  def __call__(self, x, y, train: bool):
-    return self.sa("sa_low")(x) + self.sa("sa_high")(y)
+  def __call__(self, x, y, train: bool, valid=None):
+    return self.sa("sa_low")(x, valid) + self.sa("sa_high")(y, valid)
 
 
 class BLAM(Fusion):
-  """Ablation: bottom-up local attention (point-wise, no pooling): Z = X + L(X) * Y."""
+  """Ablation (Fig. 8): bottom-up *local* attention: Z = SA(X) + L(X) * SA(Y).
+
+  SA stays on both branches (Figure 8 draws two SA blocks in this panel); only the modulation
+  changes: L(X) is BAA without the pooling, one weight per pixel and channel.
+  """
 
   @nn.compact
-  def __call__(self, x, y, train: bool):
-    return x + BottomUpLocalAttention(self.reduction, self.axis_name, name="blam")(x, train) * y
+  def __call__(self, x, y, train: bool, valid=None):
+    gate = BottomUpLocalAttention(self.reduction, self.axis_name, name="blam")(x, train, valid)
+    return self.sa("sa_low")(x, valid) + gate * self.sa("sa_high")(y, valid)
 
 
 class TGAM(Fusion):
-  """Ablation: top-down global attention: Z = Y + G(Y) * X (the gate comes from the high level)."""
+  """Ablation (Fig. 8): top-down global attention: Z = SA(Y) + G(Y) * SA(X).
+
+  SA on both branches as in EAA; the global gate comes from the high level and modulates the low.
+  """
 
   @nn.compact
-  def __call__(self, x, y, train: bool):
-    return y + self.baa("tgam")(y, train) * x
+  def __call__(self, x, y, train: bool, valid=None):
+    return (self.sa("sa_high")(y, valid)
+            + self.baa("tgam")(y, train, valid) * self.sa("sa_low")(x, valid))
 
 
 FUSIONS: dict[str, type[Fusion]] = {
@@ -196,29 +240,84 @@ FUSIONS: dict[str, type[Fusion]] = {
 }
 
 
+def depth_to_space(y: jax.Array, features: int) -> jax.Array:
+  """(N, H, W, 2*2*F) with channels ordered (row phase, column phase, F) -> (N, 2H, 2W, F)."""
+  n, h, w, _ = y.shape
+  y = y.reshape(n, h, w, 2, 2, features).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(n, 2 * h, 2 * w, features)
+
+
 class SubPixelUpsample(nn.Module):
   """x2 upsampling as a 3x3 conv to 4C channels + depth-to-space (pixel shuffle).
 
   Spans every 4x4 stride-2 transposed convolution (each output phase sees a 2x2 input window, all
-  inside the 3x3 one) without XLA's slow transposed-conv path; see benchmarks/upsampling.py.
+  inside the 3x3 one), with 9/4 of its parameters.
   """
   features: int
 
   @nn.compact
   def __call__(self, x):
-    n, h, w, _ = x.shape
     y = nn.Conv(4 * self.features, (3, 3), padding=1, use_bias=False, kernel_init=conv_init)(x)
-    y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, 2 * h, 2 * w, self.features)
+    return depth_to_space(y, self.features)
+
+
+# Which taps of the 4x4 transposed-conv kernel feed each output phase, as a 3x3 conv. Along one
+# axis, flax's 4x4 stride-2 "SAME" transposed conv computes out[2m] = K[0] x[m-1] + K[2] x[m] and
+# out[2m+1] = K[1] x[m] + K[3] x[m+1]; so PHASE_TAPS[d, p, k] = 1 where input offset d - 1 of
+# phase p uses kernel tap k.
+PHASE_TAPS = np.zeros((3, 2, 4), np.float32)
+PHASE_TAPS[0, 0, 0] = PHASE_TAPS[1, 0, 2] = PHASE_TAPS[1, 1, 1] = PHASE_TAPS[2, 1, 3] = 1.0
+
+
+class TransposedConvUpsample(nn.Module):
+  """The paper's 4x4 stride-2 transposed convolution, computed exactly as conv + depth-to-space.
+
+  Its four output phases are 2x2 sub-kernels of the same 4x4 kernel, so one 3x3 convolution with
+  a kernel assembled from them (zeros elsewhere), then depth-to-space, gives the layer's output
+  (XLA's CPU transposed conv is far slower: benchmarks/upsampling.py). The parameter is the 4x4
+  kernel, shape (4, 4, in, out) as ``nn.ConvTranspose``'s, so checkpoints of either load in both.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features))
+    taps = jnp.asarray(PHASE_TAPS, kernel.dtype)
+    w3 = jnp.einsum("apk,bql,klio->abipqo", taps, taps, kernel)
+    w3 = w3.reshape(3, 3, x.shape[-1], 4 * self.features)
+    y = jax.lax.conv_general_dilated(x, w3, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return depth_to_space(y, self.features)
+
+
+UPSAMPLINGS = ("transpose", "transpose_xla", "subpixel")
 
 
 def upsampler(kind: str, features: int, name: str) -> nn.Module:
-  if kind == "transpose":  # ACM-U-Net's 4x4 stride-2 transposed conv, output exactly 2H x 2W.
+  if kind == "transpose":
+    return TransposedConvUpsample(features, name=name)
+  if kind == "transpose_xla":  # the same layer through XLA's transposed convolution
     return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
                             kernel_init=conv_init, name=name)
   if kind == "subpixel":
     return SubPixelUpsample(features, name=name)
-  raise ValueError(f"unknown upsampling {kind!r}; expected 'transpose' or 'subpixel'")
+  raise ValueError(f"config.model.upsampling: unknown {kind!r}; expected one of {UPSAMPLINGS}")
+
+
+def input_masks(n: int, h: int, w: int, valid: Optional[jax.Array]):
+  """Masks at full, 1/2 and 1/4 resolution of the input padded to a multiple of 4.
+
+  None when every pixel is real and no padding is needed (the fast path of training crops);
+  otherwise the network's own padding to a multiple of 4 is masked like any other padding, so an
+  image gives the same logits alone at its own size and inside a padded batch.
+  """
+  if valid is None and not (h % 4 or w % 4):
+    return None, None, None
+  if valid is None:
+    valid = jnp.ones((n, h, w, 1), jnp.float32)
+  v1 = jnp.pad(valid.astype(jnp.float32), ((0, 0), (0, -h % 4), (0, -w % 4), (0, 0)))
+  v2 = downsample_mask(v1)
+  return v1, v2, downsample_mask(v2)
 
 
 class EAAUNet(nn.Module):
@@ -230,48 +329,54 @@ class EAAUNet(nn.Module):
     fusion: a key of ``FUSIONS`` (``eaa`` is the paper's module; the rest are its ablations).
     sa_groups: shuffle-attention groups G; every width must be divisible by 2G.
     reduction: BAA/BLAM/TGAM reduction ratio r.
-    upsampling: ``transpose`` (4x4 stride-2 transposed conv, as ACM-U-Net) or ``subpixel``.
+    upsampling: a key of ``UPSAMPLINGS``: ``transpose`` (the paper's 4x4 stride-2 transposed conv,
+      computed as conv + depth-to-space), ``transpose_xla`` (the same through ``nn.ConvTranspose``),
+      ``subpixel`` (a 3x3 conv + depth-to-space).
     head_dropout: dropout before the 1x1 classifier (0.1 as ACM's FCN head).
     axis_name: BatchNorm cross-device axis; only needed under shard_map (under plain ``jit`` with
       sharded arrays the batch statistics are already global).
 
-  Input (N, H, W, C) of any H, W: padded with zeros (the normalised mean) to a multiple of 4 and the
-  logits cropped back, so the output is (N, H, W, 1) logits.
+  Call: ``(x, train, valid)``: x (N, H, W, C) of any H, W; ``valid`` (N, H, W, 1) marks the real
+  pixels of a padded batch (None: all). Returns (N, H, W, 1) logits; an image's logits do not
+  depend on padding or batch-mates in inference mode (see ``apply_mask``). In training mode the
+  BatchNorm batch statistics are those of every pixel given (training crops have no padding).
   """
   widths: Sequence[int] = (16, 32, 64)
   blocks: int = 3
   fusion: str = "eaa"
   sa_groups: int = 4
   reduction: int = 4
-  upsampling: str = "subpixel"
+  upsampling: str = "transpose"
   head_dropout: float = 0.1
   axis_name: Optional[str] = None
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, valid=None):
     if self.fusion not in FUSIONS:
-      raise ValueError(f"unknown fusion {self.fusion!r}; expected one of {sorted(FUSIONS)}")
+      raise ValueError(f"config.model.fusion: unknown {self.fusion!r}; expected one of "
+                       f"{sorted(FUSIONS)}")
     if x.ndim != 4:
       raise ValueError(f"EAAUNet expects (N, H, W, C) input, got shape {x.shape}")
     n, h, w, _ = x.shape
-    x = jnp.pad(x, ((0, 0), (0, -h % 4), (0, -w % 4), (0, 0)))
+    v1, v2, v3 = input_masks(n, h, w, valid)
+    x = apply_mask(jnp.pad(x, ((0, 0), (0, -h % 4), (0, -w % 4), (0, 0))), v1)
     c1, c2, c3 = self.widths
     ax = self.axis_name
     fuse = functools.partial(FUSIONS[self.fusion], sa_groups=self.sa_groups, reduction=self.reduction,
                              axis_name=ax)
 
     x = nn.Conv(c1, (3, 3), padding=1, use_bias=False, kernel_init=conv_init, name="stem")(x)
-    x = nn.relu(batch_norm(train, ax, name="stem_bn")(x))
-    s1 = Stage(c1, self.blocks, 1, ax, name="stage1")(x, train)
-    s2 = Stage(c2, self.blocks, 2, ax, name="stage2")(s1, train)
-    x = Stage(c3, self.blocks, 2, ax, name="bottleneck")(s2, train)
+    x = apply_mask(nn.relu(batch_norm(train, ax, name="stem_bn")(x)), v1)
+    s1 = Stage(c1, self.blocks, 1, ax, name="stage1")(x, train, v1)
+    s2 = Stage(c2, self.blocks, 2, ax, name="stage2")(s1, train, v2)
+    x = Stage(c3, self.blocks, 2, ax, name="bottleneck")(s2, train, v3)
 
-    x = upsampler(self.upsampling, c2, "up2")(x)
-    x = fuse(name="fuse2")(s2, x, train)
-    x = Stage(c2, self.blocks, 1, ax, name="upstage2")(x, train)
-    x = upsampler(self.upsampling, c1, "up1")(x)
-    x = fuse(name="fuse1")(s1, x, train)
-    x = Stage(c1, self.blocks, 1, ax, name="upstage1")(x, train)
+    x = apply_mask(upsampler(self.upsampling, c2, "up2")(x), v2)
+    x = fuse(name="fuse2")(s2, x, train, v2)
+    x = Stage(c2, self.blocks, 1, ax, name="upstage2")(x, train, v2)
+    x = apply_mask(upsampler(self.upsampling, c1, "up1")(x), v1)
+    x = fuse(name="fuse1")(s1, x, train, v1)
+    x = Stage(c1, self.blocks, 1, ax, name="upstage1")(x, train, v1)
 
     x = nn.Conv(max(c1 // 4, 1), (3, 3), padding=1, use_bias=False, kernel_init=conv_init,
                 name="head_conv")(x)
@@ -281,16 +386,33 @@ class EAAUNet(nn.Module):
     return x[:, :h, :w, :]
 
 
-def model_from_config(config) -> EAAUNet:
-  """The model a ``config.model`` ConfigDict describes (unknown fields are an error)."""
+def registry() -> dict[str, type[nn.Module]]:
+  """Every model by its ``config.model.name``: EAAU-Net here, the CNN baselines in baselines.py."""
+  models = {"eaau_net": EAAUNet}
+  try:
+    from eaau_jax import baselines  # pylint: disable=g-import-not-at-top  (imports this module)
+  except ImportError:
+    return models
+  return {**models, **getattr(baselines, "BASELINES", {})}
+
+
+def model_from_config(config) -> nn.Module:
+  """The model a ``config.model`` ConfigDict describes: ``name`` picks it from ``registry()``, the
+  other fields are its attributes (unknown fields are an error naming them)."""
   fields = dict(config)
-  known = set(EAAUNet.__dataclass_fields__) - {"parent", "name"}
+  name = fields.pop("name", "eaau_net")
+  models = registry()
+  if name not in models:
+    raise ValueError(f"config.model.name: unknown model {name!r}; expected one of {sorted(models)}")
+  cls = models[name]
+  known = set(cls.__dataclass_fields__) - {"parent", "name"}
   unknown = set(fields) - known
   if unknown:
-    raise ValueError(f"config.model has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+    raise ValueError(f"config.model has fields {sorted(unknown)} that {name} does not have; "
+                     f"known: {sorted(known)}")
   if "widths" in fields:
     fields["widths"] = tuple(fields["widths"])
-  return EAAUNet(**fields)
+  return cls(**fields)
 
 
 def count_params(params: Any) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,29 +42,62 @@ def learning_rate_schedule(o: ml_collections.ConfigDict, total_steps: int) -> op
   return optax.join_schedules([warmup, main], [o.warmup_steps])
 
 
-def create_optimizer(o: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """AdaGrad the MXNet way (ACM's reference; see configs/sirst.py) or Adam.
+class ScaleByRssTorchState(NamedTuple):
+  sum_of_squares: Any
 
-  AdaGrad: update = lr * (g' / sqrt(acc0 + sum g'^2 + eps) [+ wd * w]), g' = grad_scale * g
-  (+ wd * w with weight_decay_mode=l2). optax's ``scale_by_rss`` has eps inside the square root,
-  as MXNet; PyTorch adds its eps outside, which makes the first step lr * sign(g) everywhere.
+
+def scale_by_rss_torch(initial_accumulator_value: float = 0.0,
+                       eps: float = 1e-10) -> optax.GradientTransformation:
+  """PyTorch's AdaGrad normalisation: g / (sqrt(sum g^2) + eps), eps *outside* the square root.
+
+  optax's ``scale_by_rss`` puts eps inside (g / sqrt(sum g^2 + eps)), as MXNet does. The two differ
+  where the paper's per-pixel soft-IoU gradients are tiny: with eps outside, the first step is
+  lr * sign(g) for every weight with a non-zero gradient.
   """
-  if o.weight_decay_mode not in ("decoupled", "l2"):
-    raise ValueError(f"config.optimizer.weight_decay_mode: {o.weight_decay_mode!r}; "
-                     "expected decoupled or l2")
+  def init(params):
+    return ScaleByRssTorchState(jax.tree_util.tree_map(
+        lambda p: jnp.full_like(p, initial_accumulator_value), params))
+
+  def update(updates, state, params=None):
+    del params
+    acc = jax.tree_util.tree_map(lambda a, g: a + g * g, state.sum_of_squares, updates)
+    out = jax.tree_util.tree_map(lambda g, a: g / (jnp.sqrt(a) + eps), updates, acc)
+    return out, ScaleByRssTorchState(acc)
+
+  return optax.GradientTransformation(init, update)
+
+
+ADAGRAD_FORMS = ("pytorch", "mxnet")
+
+
+def create_optimizer(o: ml_collections.ConfigDict, total_steps: int,
+                     batch_size: int) -> optax.GradientTransformation:
+  """AdaGrad in the form of the paper's platform (PyTorch) or of ACM's (MXNet), or Adam.
+
+  pytorch: g' = g + wd * w;  acc += g'^2;  w -= lr * g' / (sqrt(acc) + eps)      (torch.optim.Adagrad)
+  mxnet:   g' = g / batch;   acc += g'^2;  w -= lr * (g' / sqrt(acc + eps) + wd * w)
+           (gluon's ``trainer.step(batch_size)`` rescales by 1/batch; weight decay is decoupled)
+  adam:    optax's Adam with weight decay added to the gradient (torch.optim.Adam's weight_decay).
+  """
   chain = []
-  if o.grad_scale != 1.0:
-    chain.append(optax.scale(o.grad_scale))
-  if o.weight_decay and o.weight_decay_mode == "l2":
-    chain.append(optax.add_decayed_weights(o.weight_decay))
   if o.name == "adagrad":
-    chain.append(optax.scale_by_rss(o.initial_accumulator_value, o.eps))
+    if o.form not in ADAGRAD_FORMS:
+      raise ValueError(f"config.optimizer.form: {o.form!r}; expected one of {ADAGRAD_FORMS}")
+    if o.form == "pytorch":
+      if o.weight_decay:
+        chain.append(optax.add_decayed_weights(o.weight_decay))
+      chain.append(scale_by_rss_torch(o.initial_accumulator_value, o.eps))
+    else:
+      chain += [optax.scale(1.0 / batch_size),
+                optax.scale_by_rss(o.initial_accumulator_value, o.eps)]
+      if o.weight_decay:
+        chain.append(optax.add_decayed_weights(o.weight_decay))
   elif o.name == "adam":
+    if o.weight_decay:
+      chain.append(optax.add_decayed_weights(o.weight_decay))
     chain.append(optax.scale_by_adam())
   else:
     raise ValueError(f"config.optimizer.name: {o.name!r}; expected adagrad or adam")
-  if o.weight_decay and o.weight_decay_mode == "decoupled":
-    chain.append(optax.add_decayed_weights(o.weight_decay))
   chain.append(optax.scale_by_learning_rate(learning_rate_schedule(o, total_steps)))
   return optax.chain(*chain)
 
@@ -80,7 +113,7 @@ def create_train_state(config: ml_collections.ConfigDict, model: models.EAAUNet,
     variables = model.init(jax.random.key(config.seed), jnp.zeros(shape, jnp.float32))
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
                              batch_stats=variables["batch_stats"],
-                             tx=create_optimizer(config.optimizer, total_steps))
+                             tx=create_optimizer(config.optimizer, total_steps, config.batch_size))
 
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(init, out_shardings=replicated)()
@@ -114,14 +147,15 @@ def train_step(state: TrainState, batch: dict, *, loss_cfg, seed: int):
   return state, out
 
 
-def predict_logits(state: TrainState, images: jax.Array) -> jax.Array:
-  """The model in inference mode (running BatchNorm statistics, no dropout)."""
+def predict_logits(state: TrainState, images: jax.Array, valid=None) -> jax.Array:
+  """The model in inference mode (running BatchNorm statistics, no dropout); ``valid`` marks the
+  real pixels of a padded batch, so each image's logits are those it gets alone."""
   return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images,
-                        train=False)
+                        train=False, valid=valid)
 
 
 def eval_step(state: TrainState, batch: dict):
-  logits = predict_logits(state, batch["image"])
+  logits = predict_logits(state, batch["image"], batch["valid"])
   seg = metrics.SegmentationMetrics.from_model_output(logits, batch["mask"], batch["valid"],
                                                       image_weight=batch["weight"])
   return seg, logits
@@ -174,10 +208,12 @@ def data_and_stats(config):
   return train_src, eval_src, float(mean), float(std)
 
 
-def make_eval_loader(config, source, mean, std):
+def make_eval_loader(config, source, mean, std, protocol=None, batch_size=None):
+  """Evaluation batches of ``source`` under ``protocol`` (default ``config.eval.protocol``)."""
   return input_pipeline.EvalLoader(
-      source, config.input.eval_batch_size, mean, std, config.input.eval_pad_multiple,
-      config.input.channels, jax.process_index(), jax.process_count())
+      source, batch_size or config.input.eval_batch_size, mean, std,
+      config.input.eval_pad_multiple, config.input.channels, jax.process_index(),
+      jax.process_count(), protocol or config.eval.protocol, config.input.base_size)
 
 
 def check_divisible(config):
@@ -200,7 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   loader = input_pipeline.TrainLoader(
       train_src, config.batch_size, config.input.crop_size, config.input.base_size, mean, std,
       config.seed, config.input.channels, config.input.blur_p, jax.process_index(),
-      jax.process_count(), config.input.workers)
+      jax.process_count(), config.input.workers, tuple(config.input.scale_range),
+      config.input.scale_reference)
   eval_loader = make_eval_loader(config, eval_src, mean, std)
   steps_per_epoch = loader.steps_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
@@ -217,21 +254,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   else:
     writer.write_hparams({**config.to_dict(), "num_params": meta["num_params"]})
   logging.info("%s: %d params, %d steps/epoch, %d steps, %d devices, %d processes",
-               config.model.fusion, meta["num_params"], steps_per_epoch, total_steps,
+               config.model.get("name", "eaau_net"), meta["num_params"], steps_per_epoch, total_steps,
                jax.device_count(), jax.process_count())
 
   p_train, p_eval = compile_steps(config, mesh)
   lr_fn = learning_rate_schedule(config.optimizer, total_steps)
   progress = reporting.create_progress(total_steps, writer, config.log_every_steps)
 
+  tag = f"val_{eval_loader.protocol}"  # every logged number names its protocol
+
   def evaluate_and_log(state, step):
     result, panels, _ = evaluate(state, eval_loader, p_eval, mesh, config.num_eval_images_logged)
-    writer.write_scalars(step, {f"val_{k}": v for k, v in result.items()})
+    writer.write_scalars(step, {f"{tag}_{k}": v for k, v in result.items()})
     if panels and is_main:
-      writer.write_images(step, {f"val_prediction_{i}": p[None] for i, p in enumerate(panels)})
-    logging.info("step %d (epoch %.1f): val IoU %.4f nIoU %.4f Pd %.4f Fa %.3g F-area %.4f", step,
-                 step / steps_per_epoch, result["iou"], result["niou"], result["pd"], result["fa"],
-                 result["f_area"])
+      writer.write_images(step, {f"{tag}_prediction_{i}": p[None] for i, p in enumerate(panels)})
+    logging.info("step %d (epoch %.1f): %s protocol: val IoU %.4f nIoU %.4f Pd %.4f Fa %.3g "
+                 "F-area %.4f", step, step / steps_per_epoch, eval_loader.protocol, result["iou"],
+                 result["niou"], result["pd"], result["fa"], result["f_area"])
     return result
 
   if start == 0:

@@ -133,7 +133,9 @@ def test_eaa_is_sa_x_plus_gate_times_sa_y(xy):
     ("only_baa", lambda x, y, p, s: x + np_baa(x, p["baa"], s["baa"]) * y),
     ("only_sa", lambda x, y, p, s: np_shuffle_attention(x, p["sa_low"], 4)
      + np_shuffle_attention(y, p["sa_high"], 4)),
-    ("tgam", lambda x, y, p, s: y + np_baa(y, p["tgam"], s["tgam"]) * x),
+    # Figure 8: SA stays on both branches; TGAM's gate comes from the high level.
+    ("tgam", lambda x, y, p, s: np_shuffle_attention(y, p["sa_high"], 4)
+     + np_baa(y, p["tgam"], s["tgam"]) * np_shuffle_attention(x, p["sa_low"], 4)),
 ])
 def test_ablation_fusions_match_numpy(xy, name, formula):
   x, y = xy
@@ -145,9 +147,10 @@ def test_ablation_fusions_match_numpy(xy, name, formula):
   np.testing.assert_allclose(got, formula(x, y, params, stats), RTOL, ATOL)
 
 
-def test_blam_is_pointwise_gate(xy):
+def test_blam_is_pointwise_gate_between_two_sa(xy):
+  """Figure 8: Z = SA(X) + L(X) * SA(Y), L the point-wise (unpooled) BAA."""
   x, y = xy
-  m = models.BLAM(reduction=4)
+  m = models.BLAM(sa_groups=4, reduction=4)
   v = m.init(jax.random.key(1), x, y, train=False)
   params = randomize(v["params"], jax.random.key(2))
   stats = randomize(v["batch_stats"], jax.random.key(3), 0.1, 2.0)
@@ -156,8 +159,20 @@ def test_blam_is_pointwise_gate(xy):
   g = np_conv(x, np.asarray(p["Conv_0"]["kernel"]), bias=np.asarray(p["Conv_0"]["bias"]))
   g = np.maximum(np_bn(g, p["BatchNorm_0"], s["BatchNorm_0"]), 0)
   g = np_conv(g, np.asarray(p["Conv_1"]["kernel"]), bias=np.asarray(p["Conv_1"]["bias"]))
-  want = x + sigmoid(np_bn(g, p["BatchNorm_1"], s["BatchNorm_1"])) * y
+  gate = sigmoid(np_bn(g, p["BatchNorm_1"], s["BatchNorm_1"]))
+  want = (np_shuffle_attention(x, params["sa_low"], 4)
+          + gate * np_shuffle_attention(y, params["sa_high"], 4))
   np.testing.assert_allclose(got, want, RTOL, ATOL)
+
+
+def test_figure8_sa_block_count():
+  """Figure 8 draws seven SA blocks over its five panels: EAA 2, BLAM 2, TGAM 2, single-SA 1,
+  only-BAA 0 (only-SA, a sixth variant, has 2)."""
+  x = jnp.zeros((1, 4, 4, 16))
+  count = lambda name: sum(k.startswith("sa_") for k in models.FUSIONS[name](sa_groups=4).init(
+      jax.random.key(0), x, x, train=False)["params"])
+  assert {n: count(n) for n in models.FUSIONS} == {
+      "eaa": 2, "blam": 2, "tgam": 2, "single_sa": 1, "only_baa": 0, "only_sa": 2}
 
 
 @pytest.mark.parametrize("strides,cin,cout", [(1, 16, 16), (2, 16, 32)])
@@ -176,6 +191,27 @@ def test_residual_block_matches_numpy(strides, cin, cout):
     short = np_bn(np_conv(x, k("Conv_2"), strides, 0), p["BatchNorm_2"], s["BatchNorm_2"])
   assert ("Conv_2" in p) == (strides != 1 or cin != cout)
   np.testing.assert_allclose(got, np.maximum(short + y, 0), RTOL, 1e-4)
+
+
+@pytest.mark.parametrize("shape,cout", [((2, 5, 7, 3), 4), ((1, 8, 8, 16), 8), ((1, 1, 1, 2), 2)])
+def test_transposed_conv_as_conv_and_depth_to_space_equals_conv_transpose(shape, cout):
+  """The paper's layer computed by phases equals nn.ConvTranspose, same parameter shape."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  xla = models.upsampler("transpose_xla", cout, "t")
+  phases = models.upsampler("transpose", cout, "t")
+  vx, vp = xla.init(jax.random.key(1), x), phases.init(jax.random.key(1), x)
+  assert jax.tree_util.tree_map(jnp.shape, vx) == jax.tree_util.tree_map(jnp.shape, vp)
+  kernel = {"params": {"kernel": jax.random.normal(jax.random.key(2), (4, 4, shape[-1], cout))}}
+  want = xla.apply(kernel, x)
+  assert want.shape == (shape[0], 2 * shape[1], 2 * shape[2], cout)
+  np.testing.assert_allclose(phases.apply(kernel, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_model_same_with_either_transposed_conv():
+  x = jax.random.normal(jax.random.key(0), (2, 24, 20, 1))
+  a, b = models.EAAUNet(blocks=1), models.EAAUNet(blocks=1, upsampling="transpose_xla")
+  v = a.init(jax.random.key(1), x)
+  np.testing.assert_allclose(a.apply(v, x), b.apply(v, x), rtol=1e-4, atol=1e-4)
 
 
 def test_subpixel_upsample_spans_transposed_conv():
@@ -225,13 +261,52 @@ def test_every_variant_jits_forward_and_backward(fusion, shape):
   assert eval_logits.shape == shape and np.all(np.isfinite(eval_logits))
 
 
-def test_padding_does_not_leak_beyond_crop():
-  """Output of a non-multiple-of-4 input equals the same input zero-padded, cropped back."""
+def _inference_variables(model, key):
+  """Init variables with random SA gates and BatchNorm statistics, so every global statistic and
+  border effect shows in the logits (the init's zero SA weights would make the gates constant)."""
+  v = model.init(key, jnp.zeros((1, 16, 16, 1)))
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (jax.random.uniform(jax.random.fold_in(key, hash(jax.tree_util.keystr(path))
+                                                             % 2**31), x.shape, x.dtype, -1, 1)
+                       if any(getattr(k, "key", "").startswith("sa_") for k in path) else x),
+      v["params"])
+  means = randomize(v["batch_stats"], jax.random.fold_in(key, 1), -0.2, 0.2)
+  variances = randomize(v["batch_stats"], jax.random.fold_in(key, 2), 0.5, 2.0)
+  stats = jax.tree_util.tree_map_with_path(
+      lambda path, m, var: var if path[-1].key == "var" else m, means, variances)
+  return {"params": params, "batch_stats": stats}
+
+
+@pytest.mark.parametrize("fusion", ["eaa", "blam", "tgam", "only_baa"])
+def test_logits_do_not_depend_on_padding_or_batch_mates(fusion):
+  """An image's logits inside a padded evaluation batch equal its logits alone at its own size."""
+  model = models.EAAUNet(blocks=1, fusion=fusion)
+  v = _inference_variables(model, jax.random.key(0))
+  image = jax.random.normal(jax.random.key(1), (1, 37, 50, 1))
+  alone = model.apply(v, image)
+  batch = jax.random.normal(jax.random.key(2), (3, 128, 128, 1))  # batch-mates: full images
+  batch = batch.at[1].set(0.0).at[1, :37, :50].set(image[0])
+  valid = jnp.ones((3, 128, 128, 1)).at[1].set(0.0).at[1, :37, :50].set(1.0)
+  inside = model.apply(v, batch, valid=valid)
+  assert float(jnp.abs(alone).std()) > 0.1  # logits that vary, so the comparison means something
+  np.testing.assert_allclose(inside[1, :37, :50], alone[0], rtol=1e-4, atol=1e-4)
+  # The batch-mate's logits do not depend on the padded image either.
+  other = model.apply(v, batch[:1])
+  np.testing.assert_allclose(inside[0], other[0], rtol=1e-4, atol=1e-4)
+
+
+def test_own_padding_to_a_multiple_of_four_is_masked():
+  """A 37x50 input equals the same input zero-padded to 40x52 with those pixels marked invalid,
+  and differs from it with the padding taken as real pixels (so the mask matters)."""
   model = models.EAAUNet(blocks=1)
-  v = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+  v = _inference_variables(model, jax.random.key(0))
   x = jax.random.normal(jax.random.key(1), (1, 37, 50, 1))
   padded = jnp.pad(x, ((0, 0), (0, 3), (0, 2), (0, 0)))
-  np.testing.assert_allclose(model.apply(v, x), model.apply(v, padded)[:, :37, :50], 1e-5, 1e-5)
+  valid = jnp.pad(jnp.ones((1, 37, 50, 1)), ((0, 0), (0, 3), (0, 2), (0, 0)))
+  got = model.apply(v, x)
+  assert got.shape == (1, 37, 50, 1)
+  np.testing.assert_allclose(got, model.apply(v, padded, valid=valid)[:, :37, :50], 1e-4, 1e-4)
+  assert not np.allclose(got, model.apply(v, padded)[:, :37, :50], 1e-3, 1e-3)
 
 
 def test_three_channel_input_and_pure_function():
@@ -243,11 +318,13 @@ def test_three_channel_input_and_pure_function():
 
 
 def test_unknown_fusion_and_config_fields_are_errors():
-  with pytest.raises(ValueError, match="unknown fusion 'nope'"):
+  with pytest.raises(ValueError, match="config.model.fusion: unknown 'nope'"):
     models.EAAUNet(fusion="nope").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-  with pytest.raises(ValueError, match=r"unknown fields \['widht'\]"):
+  with pytest.raises(ValueError, match=r"fields \['widht'\] that eaau_net does not have"):
     models.model_from_config({"widht": 3})
-  with pytest.raises(ValueError, match="unknown upsampling"):
+  with pytest.raises(ValueError, match="config.model.name: unknown model 'resnet'"):
+    models.model_from_config({"name": "resnet"})
+  with pytest.raises(ValueError, match="config.model.upsampling: unknown 'bicubic'"):
     models.EAAUNet(upsampling="bicubic").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
 
 

@@ -31,38 +31,59 @@ def read_jsonl(workdir):
 
 
 # ---------------------------------------------------------------- optimizer
-def test_adagrad_matches_the_mxnet_update_by_hand():
-  cfg = tiny.get_config().optimizer
-  cfg.grad_scale, cfg.weight_decay, cfg.learning_rate, cfg.eps = 0.5, 0.1, 0.05, 1e-7
-  tx = train.create_optimizer(cfg, 10)
-  w = {"w": np.array([1.0, -2.0, 0.5])}
-  g1, g2 = np.array([1e-4, -3.0, 0.0]), np.array([2e-4, 1.0, 0.5])
-  state = tx.init(w)
-  u1, state = tx.update({"w": g1}, state, w)
-  hist = (0.5 * g1) ** 2
-  want1 = -0.05 * (0.5 * g1 / np.sqrt(hist + 1e-7) + 0.1 * w["w"])
-  np.testing.assert_allclose(u1["w"], want1, rtol=1e-5)
-  w2 = {"w": w["w"] + want1}
-  u2, _ = tx.update({"w": g2}, state, w2)
-  hist = hist + (0.5 * g2) ** 2
-  np.testing.assert_allclose(u2["w"], -0.05 * (0.5 * g2 / np.sqrt(hist + 1e-7) + 0.1 * w2["w"]),
-                             rtol=1e-5)
+def _two_updates(cfg, w, g1, g2, batch_size=8):
+  tx = train.create_optimizer(cfg, 10, batch_size)
+  state = tx.init({"w": w})
+  u1, state = tx.update({"w": g1}, state, {"w": w})
+  w2 = w + u1["w"]
+  u2, _ = tx.update({"w": g2}, state, {"w": w2})
+  return np.asarray(u1["w"]), w2, np.asarray(u2["w"])
 
 
-def test_l2_decay_warmup_and_bad_names():
+W = np.array([1.0, -2.0, 0.5])
+G1, G2 = np.array([1e-4, -3.0, 0.0]), np.array([2e-4, 1.0, 0.5])
+
+
+def test_adagrad_pytorch_form_by_hand():
+  """torch.optim.Adagrad: g' = g + wd w; acc += g'^2; w -= lr g' / (sqrt(acc) + eps)."""
+  cfg = sirst.get_config().optimizer  # the paper's: form pytorch, lr 0.05, wd 1e-4, eps 1e-10
+  assert (cfg.form, cfg.learning_rate, cfg.weight_decay, cfg.eps,
+          cfg.initial_accumulator_value) == ("pytorch", 0.05, 1e-4, 1e-10, 0.0)
+  u1, w2, u2 = _two_updates(cfg, W, G1, G2)
+  g = G1 + 1e-4 * W
+  acc = g ** 2
+  np.testing.assert_allclose(u1, -0.05 * g / (np.sqrt(acc) + 1e-10), rtol=1e-5)
+  # The first step is lr * sign(g') wherever g' != 0: eps sits outside the root.
+  np.testing.assert_allclose(u1, -0.05 * np.sign(g), rtol=1e-5)
+  g = G2 + 1e-4 * w2
+  acc = acc + g ** 2
+  np.testing.assert_allclose(u2, -0.05 * g / (np.sqrt(acc) + 1e-10), rtol=1e-5)
+
+
+def test_adagrad_mxnet_form_derives_grad_scale_from_the_batch():
+  """gluon AdaGrad after trainer.step(batch): g' = g / batch; w -= lr (g'/sqrt(acc + eps) + wd w)."""
+  cfg = sirst.get_config().optimizer
+  cfg.update(form="mxnet", weight_decay=0.1, eps=1e-7)
+  u1, w2, u2 = _two_updates(cfg, W, G1, G2, batch_size=4)
+  hist = (G1 / 4) ** 2
+  np.testing.assert_allclose(u1, -0.05 * (G1 / 4 / np.sqrt(hist + 1e-7) + 0.1 * W), rtol=1e-5)
+  hist = hist + (G2 / 4) ** 2
+  np.testing.assert_allclose(u2, -0.05 * (G2 / 4 / np.sqrt(hist + 1e-7) + 0.1 * w2), rtol=1e-5)
+  assert "grad_scale" not in cfg  # derived from the batch size, not typed in
+
+
+def test_warmup_and_bad_names():
   cfg = tiny.get_config().optimizer
-  cfg.update(grad_scale=1.0, weight_decay=0.1, weight_decay_mode="l2", warmup_steps=4, eps=1e-20)
-  tx = train.create_optimizer(cfg, 10)
-  w = {"w": np.array([2.0])}
-  u, _ = tx.update({"w": np.array([1.0])}, tx.init(w), w)
-  assert float(u["w"][0]) == 0.0  # warm-up starts at learning rate 0
+  cfg.update(warmup_steps=4)
+  u1, _, _ = _two_updates(cfg, np.array([2.0]), np.array([1.0]), np.array([1.0]))
+  assert float(u1[0]) == 0.0  # warm-up starts at learning rate 0
   schedule = train.learning_rate_schedule(cfg, 10)
   np.testing.assert_allclose([schedule(i) for i in (0, 2, 4, 9)], [0, 0.025, 0.05, 0.05])
-  for field, value in (("name", "sgd"), ("weight_decay_mode", "adamw"), ("schedule", "step")):
+  for field, value in (("name", "sgd"), ("form", "keras"), ("schedule", "step")):
     bad = tiny.get_config().optimizer
     bad[field] = value
     with pytest.raises(ValueError, match=f"config.optimizer.{field}"):
-      train.create_optimizer(bad, 10)
+      train.create_optimizer(bad, 10, 8)
 
 
 # ---------------------------------------------------------------- data parallel
@@ -115,7 +136,7 @@ def test_training_writes_events_checkpoints_and_logs(trained):
   steps_per_epoch = 16 // 4
   last = 4 * steps_per_epoch
   assert max(r["step"] for r in rows) == last
-  val = [r for r in rows if "val_iou" in r]
+  val = [r for r in rows if "val_native_iou" in r]  # tiny: the native protocol, named
   assert [r["step"] for r in val] == [0, 4, 8, 12, 16]  # at start, then every epoch
   train_rows = [r for r in rows if "train_loss" in r]
   assert all(0 <= r["train_loss"] <= 1 and "train_target_score" in r for r in train_rows)
@@ -123,8 +144,8 @@ def test_training_writes_events_checkpoints_and_logs(trained):
   ckpts = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
   assert ckpts[-1] == last and len(ckpts) <= tiny.get_config().keep_checkpoints
   best = [int(s) for s in os.listdir(os.path.join(workdir, "best")) if s.isdigit()]
-  best_iou = max(r["val_iou"] for r in val if r["step"] > 0)
-  assert len(best) == 1 and [r["val_iou"] for r in val if r["step"] == best[0]] == [best_iou]
+  best_iou = max(r["val_native_iou"] for r in val if r["step"] > 0)
+  assert len(best) == 1 and [r["val_native_iou"] for r in val if r["step"] == best[0]] == [best_iou]
 
 
 def test_kill_and_resume_gives_the_uninterrupted_result(trained, tmp_path):
@@ -162,24 +183,35 @@ def test_eval_mode_reproduces_last_logged_val_metrics(trained, tmp_path):
   last = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
   r = run_main("--mode=eval", "--workdir", workdir, "--checkpoint",
                os.path.join(workdir, "checkpoints", str(last)), "--split", "val",
-               "--output", str(tmp_path))
+               "--output", str(tmp_path), "--protocol", "native,acm")
   assert r.returncode == 0, r.stderr[-3000:]
-  report = json.load(open(tmp_path / "eval_val.json"))
-  logged = [row for row in read_jsonl(workdir) if "val_iou" in row][-1]
+  report = json.load(open(tmp_path / "eval_val_native.json"))
+  assert report["protocol"] == "native" and "native resolution" in report["protocol_text"]
+  logged = [row for row in read_jsonl(workdir) if "val_native_iou" in row][-1]
   assert logged["step"] == last
   for k in ("iou", "niou", "pd", "fa", "ap", "f_measure", "f_area", "roc_auc"):
-    assert report["metrics"][k] == pytest.approx(logged[f"val_{k}"], rel=1e-5, abs=1e-7), k
+    assert report["metrics"][k] == pytest.approx(logged[f"val_native_{k}"], rel=1e-5, abs=1e-7), k
   assert report["metrics"]["num_params"] > 0 and report["metrics"]["ms_per_image"] > 0
-  md = (tmp_path / "eval_val.md").read_text()
-  assert "| IoU |" in md and "| Pd |" in md and "eval_val_curves.png" in md
-  assert Image.open(tmp_path / "eval_val_curves.png").size[0] > 100
+  md = (tmp_path / "eval_val_native.md").read_text()
+  assert "native protocol" in md and "| IoU |" in md and "eval_val_native_curves.png" in md
+  assert Image.open(tmp_path / "eval_val_native_curves.png").size[0] > 100
+  # The same run also reported the acm protocol: every image at base_size x base_size.
+  acm = json.load(open(tmp_path / "eval_val_acm.json"))
+  base = tiny.get_config().input.base_size
+  assert acm["protocol"] == "acm" and f"{base} x {base}" in acm["protocol_text"]
+  assert acm["metrics"]["images"] == report["metrics"]["images"]
+  assert acm["metrics"]["iou"] != report["metrics"]["iou"]
 
 
 def test_eval_default_is_best_checkpoint_on_test_split(trained, tmp_path):
   workdir, _ = trained
-  report = evaluate.run_eval(workdir, None, str(tmp_path))
+  reports = evaluate.run_eval(workdir, None, str(tmp_path))
   best = [int(s) for s in os.listdir(os.path.join(workdir, "best")) if s.isdigit()][0]
-  assert report["split"] == "test" and report["checkpoint"].endswith(f"(step {best})")
+  assert list(reports) == ["native"]  # the config's protocol
+  assert reports["native"]["split"] == "test"
+  assert reports["native"]["checkpoint"].endswith(f"(step {best})")
+  with pytest.raises(ValueError, match="--protocol: unknown evaluation protocol 'full'"):
+    evaluate.run_eval(workdir, None, str(tmp_path), protocols=["full"])
 
 
 def test_predict_writes_mask_and_overlay_for_any_size(trained, tmp_path):
@@ -202,6 +234,38 @@ def test_predict_writes_mask_and_overlay_for_any_size(trained, tmp_path):
     assert ov.size == (w, h) and ov.mode == "RGB"
   assert sorted(os.listdir(out)) == sorted(f"{os.path.splitext(n)[0]}_{k}.png" for n in sizes
                                           for k in ("mask", "overlay"))
+  # Under `acm` the model sees base_size x base_size; masks come back at each image's own size.
+  out_acm = tmp_path / "out_acm"
+  r = run_main("--mode=predict", "--workdir", workdir, "--input", str(inp), "--output",
+               str(out_acm), "--protocol", "acm")
+  assert r.returncode == 0, r.stderr[-3000:]
+  for name, (h, w) in sizes.items():
+    mask = np.asarray(Image.open(out_acm / f"{os.path.splitext(name)[0]}_mask.png"))
+    assert mask.shape == (h, w)
+
+
+def test_predict_equals_eval_logits(trained):
+  """--mode=predict and --mode=eval share one preprocessing path: the same image gives the same
+  logits through the eval loader (in a padded bucket) and the predict loader (alone)."""
+  workdir, _ = trained
+  mesh = input_pipeline.make_mesh(jax.devices()[:1])
+  state, config, meta, _ = evaluate.restore(workdir, mesh)
+  source = input_pipeline.open_source(config.dataset, "val")
+  forward = jax.jit(train.predict_logits)
+  for protocol in ("native", "acm"):
+    batched = {}
+    for batch in train.make_eval_loader(config, source, meta["mean"], meta["std"], protocol):
+      logits = np.asarray(forward(state, batch["image"], batch["valid"]))
+      for k, i in enumerate(batch["index"]):
+        if i >= 0:
+          h, w = batch["sizes"][k]
+          batched[i] = logits[k, :h, :w]
+    single = train.make_eval_loader(config, source, meta["mean"], meta["std"], protocol,
+                                    batch_size=1)
+    for batch in single:
+      h, w = batch["sizes"][0]
+      alone = np.asarray(forward(state, batch["image"][:, :h, :w], None))[0]
+      np.testing.assert_allclose(alone, batched[batch["index"][0]], rtol=1e-4, atol=1e-4)
 
 
 def test_clear_errors_for_missing_and_incompatible_checkpoints(trained, tmp_path):
@@ -239,9 +303,10 @@ def test_synthetic_default_learns(tmp_path):
   workdir = str(tmp_path / "wd")
   r = run_main("--workdir", workdir, "--config.num_epochs=8", "--config.eval_every_epochs=2")
   assert r.returncode == 0, r.stderr[-3000:]
-  val = [row for row in read_jsonl(workdir) if "val_iou" in row]
+  val = [row for row in read_jsonl(workdir) if "val_native_iou" in row]
   assert val[0]["step"] == 0 and len(val) == 5
-  start, best, last = val[0]["val_iou"], max(v["val_iou"] for v in val), val[-1]["val_iou"]
+  start, best, last = (val[0]["val_native_iou"], max(v["val_native_iou"] for v in val),
+                       val[-1]["val_native_iou"])
   assert best > 0.1 and best > start + 0.08, val
   assert last > start + 0.05, val
   train = [row for row in read_jsonl(workdir) if "train_target_score" in row]

@@ -1,0 +1,232 @@
+"""One command from a config to a RESULTS.md: train each seed, evaluate each best-on-val checkpoint on
+test under both protocols, and report mean and spread next to the paper's numbers.
+
+  python -m eaau_jax.reproduce --config configs/sirst.py --seeds 3 --workdir runs/sirst \
+      [--results RESULTS.md] [--label "..."]
+
+Seed s trains in ``<workdir>/seed_<s>`` and resumes whatever is there (a finished seed is only
+re-evaluated). The results file holds one section per (config, label); re-running replaces that
+section and keeps the others, so one RESULTS.md can gather a GPU run and a reduced CPU run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import time
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from eaau_jax import evaluate, input_pipeline, train
+
+PROTOCOLS = input_pipeline.PROTOCOLS
+METRICS = (("IoU", "iou"), ("nIoU", "niou"), ("Pd", "pd"), ("Fa (1e-6)", "fa"), ("AP", "ap"),
+           ("F-measure", "f_measure"), ("F-area", "f_area"), ("ROC AUC", "roc_auc"))
+# Paper Table 3 (EAAU-Net, SIRST 5:2:3 test): the `acm` protocol (README "Protocols").
+PAPER = {"acm": {"iou": 0.771, "niou": 0.746, "f_area": 0.681}}
+# ACM's released ACM-U-Net weights re-run on idx_320 test (../shared/docs/protocol.md).
+ACM_UNET_RELEASED = {"acm": {"iou": 0.7435, "niou": 0.7235, "pd": 0.961, "fa": 7.4e-6},
+                     "native": {"iou": 0.6944, "niou": 0.6679, "pd": 0.902, "fa": 29.2e-6}}
+
+
+def machine() -> str:
+  """The accelerator (or CPU model) and software this ran on."""
+  dev = jax.devices()[0]
+  if dev.platform == "cpu":
+    cpu = platform.processor() or platform.machine()
+    try:
+      with open("/proc/cpuinfo") as f:
+        cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
+    except (OSError, AttributeError):
+      pass
+    what = f"CPU: {cpu}, {os.cpu_count()} cores"
+  else:
+    what = f"{jax.device_count()} x {dev.device_kind}"
+  return f"{what}; Python {platform.python_version()}, jax {jax.__version__}"
+
+
+def run_seed(config: ml_collections.ConfigDict, workdir: str, protocols) -> dict:
+  """Trains (or resumes) one seed and evaluates its best-on-val checkpoint on the test split."""
+  log_path = os.path.join(workdir, "reproduce.json")
+  done = {}
+  if os.path.exists(log_path):
+    with open(log_path) as f:
+      done = json.load(f)
+  t0 = time.time()
+  train.train_and_evaluate(config, workdir)
+  train_s = done.get("train_seconds", 0.0) + time.time() - t0  # over every resumption
+  t1 = time.time()
+  reports = evaluate.run_eval(workdir, config.dataset.test_split, os.path.join(workdir, "eval"),
+                              protocols=list(protocols))
+  record = {"train_seconds": train_s, "eval_seconds": time.time() - t1,
+            "checkpoint": reports[protocols[0]]["checkpoint"],
+            "test": {p: r["metrics"] for p, r in reports.items()},
+            "curve": validation_curve(workdir)}
+  with open(log_path, "w") as f:
+    json.dump(record, f, indent=1)
+  return record
+
+
+def validation_curve(workdir: str) -> list:
+  """[(step, val IoU, val nIoU, protocol)] from the run's metrics.jsonl."""
+  rows = []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      r = json.loads(line)
+      for p in PROTOCOLS:
+        if f"val_{p}_iou" in r:
+          rows.append((r["step"], r[f"val_{p}_iou"], r[f"val_{p}_niou"], p))
+  return rows
+
+
+def _spread(values: list) -> str:
+  mean = statistics.fmean(values)
+  if len(values) == 1:
+    return f"{mean:.4f}"
+  return f"{mean:.4f} ± {statistics.stdev(values):.4f} ({min(values):.4f}–{max(values):.4f})"
+
+
+def _fmt(key: str, v) -> str:
+  if v is None:
+    return ""
+  return f"{v * 1e6:.1f}" if key == "fa" else f"{v:.4f}"
+
+
+def results_table(records: list, protocol: str) -> str:
+  """Markdown: metric | mean ± std (min–max) | per seed | paper | ACM-U-Net released weights."""
+  lines = ["| metric | this run: mean ± std (min–max) | per seed | paper (Table 3) | "
+           "ACM-U-Net, released weights |", "|---|---|---|---:|---:|"]
+  for name, key in METRICS:
+    vals = [r["test"][protocol][key] * (1e6 if key == "fa" else 1) for r in records]
+    per_seed = ", ".join(f"{v:.4f}" if key != "fa" else f"{v:.1f}" for v in vals)
+    paper = _fmt(key, PAPER.get(protocol, {}).get(key))
+    acm = _fmt(key, ACM_UNET_RELEASED.get(protocol, {}).get(key))
+    lines.append(f"| {name} | {_spread(vals)} | {per_seed} | {paper} | {acm} |")
+  return "\n".join(lines)
+
+
+def curve_table(record: dict) -> str:
+  rows = ["| step | val IoU | val nIoU |", "|---:|---:|---:|"]
+  rows += [f"| {s} | {iou:.4f} | {niou:.4f} |" for s, iou, niou, _ in record["curve"]]
+  return "\n".join(rows)
+
+
+def plot_curves(records: list, path: str, protocol: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for seed, r in enumerate(records):
+    steps = [c[0] for c in r["curve"]]
+    ax.plot(steps, [c[1] for c in r["curve"]], ".-", label=f"seed {seed} IoU")
+    ax.plot(steps, [c[2] for c in r["curve"]], ":", label=f"seed {seed} nIoU")
+  ax.set(xlabel="step", ylabel=f"validation ({protocol} protocol)", ylim=(0, 1))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def section(config, config_path: str, label: str, workdir: str, records: list, curve_png: str,
+            wall_s: float) -> str:
+  """The Markdown section of one reproduction."""
+  d, m, o, i = config.dataset, config.model, config.optimizer, config.input
+  split = f"{d.name} {d.get('split_folder') or ''}".strip()
+  train_min = statistics.median(r["train_seconds"] for r in records) / 60
+  seeds = len(records)
+  protocol_rows = "\n\n".join(
+      f"### Test split, `{p}` protocol ({evaluate.PROTOCOL_TEXT[p].format(base=i.base_size)})\n\n"
+      f"{results_table(records, p)}" for p in PROTOCOLS if p in records[0]["test"])
+  return f"""## {label}
+
+- Command: `python -m eaau_jax.reproduce --config {config_path} --seeds {seeds} --workdir {workdir}`
+- Machine: {machine()}. Written {time.strftime('%Y-%m-%d')}.
+- Wall time: {wall_s / 60:.1f} min for this invocation; training {train_min:.1f} min per seed
+  (median, summed over resumptions), evaluation of both protocols {statistics.median(r['eval_seconds'] for r in records):.0f} s per seed.
+- Protocol: {split}; trained on `{d.train_split}`, checkpoint = best validation IoU on `{d.eval_split}`
+  under the `{config.eval.protocol}` protocol, reported on `{d.test_split}`; a pixel is a target where
+  its logit > 0 (score > 0.5); Pd/Fa: 8-connected targets, centroid distance < 3 px; Fa in 1e-6.
+- Recipe: {m.get('name', 'eaau_net')} b = {m.blocks}, fusion {m.fusion}, upsampling {m.upsampling};
+  {config.num_epochs} epochs, batch {config.batch_size}, crops {i.crop_size} (scale x U{tuple(i.scale_range)} of
+  the {'base size ' + str(i.base_size) if i.scale_reference == 'base' else "image's own long side"});
+  {o.name} ({o.get('form', '')}) lr {o.learning_rate}, weight decay {o.weight_decay}; seeds 0..{seeds - 1}.
+
+{protocol_rows}
+
+The paper's column is Table 3 (EAAU-Net); the released ACM-U-Net column is ACM's own weights re-run
+on idx_320 test (../shared/docs/protocol.md), a trained reference under the same protocol.
+
+### Learning curve (validation, `{config.eval.protocol}` protocol)
+
+![learning curve]({curve_png})
+
+Seed 0:
+
+{curve_table(records[0])}
+"""
+
+
+def write_section(path: str, key: str, text: str):
+  """Replaces the section ``key`` of the results file (or appends it), keeping the others."""
+  begin, end = f"<!-- reproduce: {key} -->", f"<!-- /reproduce: {key} -->"
+  old = open(path).read() if os.path.exists(path) else "# Results\n\n"
+  block = f"{begin}\n{text.strip()}\n{end}"
+  if begin in old:
+    head, rest = old.split(begin, 1)
+    new = head + block + rest.split(end, 1)[1]
+  else:
+    new = old.rstrip() + "\n\n" + block + "\n"
+  with open(path, "w") as f:
+    f.write(new)
+
+
+def reproduce(config, config_path: str, seeds: int, workdir: str, results: str,
+              label: str = "") -> list:
+  """Trains and evaluates ``seeds`` seeds; writes their section of ``results``. Returns records."""
+  t0 = time.time()
+  records = []
+  for seed in range(seeds):
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    cfg.seed = seed
+    logging.info("reproduce: seed %d of %d in %s", seed, seeds, workdir)
+    records.append(run_seed(cfg, os.path.join(workdir, f"seed_{seed}"), PROTOCOLS))
+  label = label or f"{config_path}, {seeds} seed{'s' * (seeds > 1)}"
+  slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_").lower()
+  out_dir = os.path.dirname(os.path.abspath(results))
+  png = os.path.join("results", f"{slug}_curve.png")
+  os.makedirs(os.path.join(out_dir, "results"), exist_ok=True)
+  plot_curves(records, os.path.join(out_dir, png), config.eval.protocol)
+  write_section(results, label, section(config, config_path, label, workdir, records, png,
+                                        time.time() - t0))
+  logging.info("reproduce: wrote %s", results)
+  return records
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config_path = FLAGS["config"].value if isinstance(FLAGS["config"].value, str) else None
+  results = FLAGS.results or os.path.join(FLAGS.workdir, "RESULTS.md")
+  reproduce(FLAGS.config, FLAGS.config_path or config_path or "?", FLAGS.seeds, FLAGS.workdir,
+            results, FLAGS.label or "")
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
+  flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1.")
+  flags.DEFINE_string("workdir", None, "One sub-folder per seed.")
+  flags.DEFINE_string("results", None, "The Markdown file (default <workdir>/RESULTS.md).")
+  flags.DEFINE_string("label", None, "Section title (default: config path and seeds).")
+  flags.DEFINE_string("config_path", None, "How to name the config in the report.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -18,18 +18,15 @@ from configs import sirst
 from eaau_jax import input_pipeline, models, train
 
 VARIANTS = {
-    # PyTorch's AdaGrad (eps 1e-10 outside the root ~ 1e-20 inside), L2 decay, no rescaling.
-    "pytorch": dict(name="adagrad", initial_accumulator_value=0.0, eps=1e-20, grad_scale=1.0,
-                    weight_decay_mode="l2"),
-    # optax's default accumulator 0.1 (the first trap of the notes).
-    "optax_default": dict(name="adagrad", initial_accumulator_value=0.1, eps=1e-7, grad_scale=1.0,
-                          weight_decay_mode="l2"),
+    # torch.optim.Adagrad, the paper's platform (configs/sirst.py): eps 1e-10 outside the root.
+    "pytorch": dict(name="adagrad", form="pytorch", initial_accumulator_value=0.0, eps=1e-10),
+    # optax's default accumulator 0.1 (the first trap of the notes), otherwise PyTorch's form.
+    "optax_default": dict(name="adagrad", form="pytorch", initial_accumulator_value=0.1, eps=1e-10),
     # MXNet 1.x AdaGrad as ACM ran it: eps 1e-7 inside the root, grads / batch, decoupled decay.
-    "mxnet": dict(name="adagrad", initial_accumulator_value=0.0, eps=1e-7, grad_scale=1.0 / 8,
-                  weight_decay_mode="decoupled"),
-    "pytorch_warmup": dict(name="adagrad", initial_accumulator_value=0.0, eps=1e-20,
-                           grad_scale=1.0, weight_decay_mode="l2", warmup_steps=100),
-    "adam": dict(name="adam", learning_rate=5e-4, grad_scale=1.0, weight_decay_mode="l2"),
+    "mxnet": dict(name="adagrad", form="mxnet", initial_accumulator_value=0.0, eps=1e-7),
+    "pytorch_warmup": dict(name="adagrad", form="pytorch", initial_accumulator_value=0.0,
+                           eps=1e-10, warmup_steps=100),
+    "adam": dict(name="adam", learning_rate=5e-4),
 }
 
 
@@ -44,12 +41,14 @@ def main():
   ap.add_argument("--variants", default="pytorch,mxnet,adam")
   ap.add_argument("--loss_reduction", default="batch", help="soft-IoU over the batch, or per image")
   ap.add_argument("--smooth", type=float, default=1.0, help="soft-IoU smoothing (ACM: 1)")
-  ap.add_argument("--upsampling", default="subpixel", help="subpixel or transpose")
+  ap.add_argument("--upsampling", default="transpose",
+                  help="transpose, transpose_xla or subpixel")
   args = ap.parse_args()
   logging.set_verbosity(logging.WARNING)
 
   config = sirst.get_config()
   config.dataset.name = args.dataset
+  config.dataset.split_folder = "idx_427"  # the split the README's probe table used
   config.dataset.train_split = args.split if args.dataset != "synthetic" else "train"
   config.model.blocks = args.blocks
   config.input.crop_size = args.crop

@@ -1,4 +1,7 @@
-"""Parameter counts of every fusion variant for b = 1..4, as a Markdown table.
+"""Parameter counts (and fp32 megabytes) of every fusion variant for b = 1..4, as a Markdown table.
+
+Table 3 of the paper has a "Para" column that reads as megabytes of fp32 weights (README
+"Parameters"), so each cell gives both: count and count x 4 bytes / 1e6.
 
   python benchmarks/param_table.py            # print the table
   python benchmarks/param_table.py --readme   # also rewrite it in README.md between the markers
@@ -15,7 +18,7 @@ import jax.numpy as jnp
 
 from eaau_jax import models
 
-PAPER_PARAMS_M = 2.07
+PAPER_PARA = 2.07  # Table 3, EAAU-Net's "Para" column
 BEGIN, END = "<!-- param-table:begin -->", "<!-- param-table:end -->"
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -26,15 +29,19 @@ def param_count(**fields) -> int:
   return models.count_params(shapes["params"])
 
 
+def cell(count: int) -> str:
+  return f"{count:,} ({count * 4 / 1e6:.2f} MB)"
+
+
 def table() -> str:
   blocks = (1, 2, 3, 4)
   rows = ["| fusion | upsampling | " + " | ".join(f"b = {b}" for b in blocks) + " |",
           "|---|---|" + "---:|" * len(blocks)]
-  variants = [(f, "subpixel") for f in models.FUSIONS] + [("eaa", "transpose")]
+  variants = [(f, "transpose") for f in models.FUSIONS] + [("eaa", "subpixel")]
   for fusion, up in variants:
     counts = [param_count(fusion=fusion, blocks=b, upsampling=up) for b in blocks]
-    rows.append(f"| {fusion} | {up} | " + " | ".join(f"{c:,}" for c in counts) + " |")
-  rows.append(f"| paper (EAAU-Net, b = 3) | transpose | | | {PAPER_PARAMS_M * 1e6:,.0f} | |")
+    rows.append(f"| {fusion} | {up} | " + " | ".join(cell(c) for c in counts) + " |")
+  rows.append(f"| paper, Table 3 \"Para\" (EAAU-Net) | transpose | | | {PAPER_PARA} | |")
   return "\n".join(rows)
 
 

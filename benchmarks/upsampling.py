@@ -1,8 +1,12 @@
-"""Transposed conv vs sub-pixel conv upsampling in EAAU-Net: jitted forward+backward time.
+"""The three upsampling layers of EAAU-Net: jitted forward+backward time of the whole network.
 
-XLA's transposed convolutions can be slow (jax issue 23783); this measures the whole network with
-each upsampler on whatever device JAX sees. Prints the median of --repeats timed runs per variant
-and the ratio within this one run.
+  transpose      the paper's 4x4 stride-2 transposed conv, computed as conv + depth-to-space
+  transpose_xla  the same layer through nn.ConvTranspose (XLA's transposed convolution)
+  subpixel       a 3x3 conv to 4C + depth-to-space (more parameters, a superset of the layer)
+
+XLA's transposed convolutions can be slow (jax issue 23783). Runs alternate between the variants
+(round-robin), so a busy machine slows all alike; prints the median of --repeats timed runs per
+variant and the ratios within this one run.
 
   python benchmarks/upsampling.py [--batch 8 --size 256 --repeats 7]
 """
@@ -35,21 +39,26 @@ def main():
   t = (jax.random.uniform(jax.random.key(2), x.shape) > 0.99).astype(jnp.float32)
   print(f"device: {jax.devices()[0].device_kind}; batch {args.batch} x {args.size}^2; "
         f"median of {args.repeats} runs")
-  medians = {}
-  for kind in ("transpose", "subpixel"):
+  kinds = ("transpose", "transpose_xla", "subpixel")
+  runs, times = {}, {k: [] for k in kinds}
+  for kind in kinds:
     model = models.EAAUNet(upsampling=kind)
     v = model.init(jax.random.key(0), x[:1])
     f = step_fn(model)
     jax.block_until_ready(f(v["params"], v["batch_stats"], x, t))  # compile
-    times = []
-    for _ in range(args.repeats):
+    runs[kind] = (f, v)
+  for _ in range(args.repeats):
+    for kind in kinds:
+      f, v = runs[kind]
       t0 = time.perf_counter()
       jax.block_until_ready(f(v["params"], v["batch_stats"], x, t))
-      times.append(time.perf_counter() - t0)
-    medians[kind] = statistics.median(times)
-    print(f"{kind:10s} params {models.count_params(v['params']):>8,d}  "
+      times[kind].append(time.perf_counter() - t0)
+  medians = {k: statistics.median(times[k]) for k in kinds}
+  for kind in kinds:
+    print(f"{kind:14s} params {models.count_params(runs[kind][1]['params']):>8,d}  "
           f"fwd+bwd {1e3 * medians[kind]:8.1f} ms  ({args.batch / medians[kind]:.1f} img/s)")
-  print(f"transpose / subpixel time ratio: {medians['transpose'] / medians['subpixel']:.2f}")
+  for kind in ("transpose_xla", "subpixel"):
+    print(f"{kind} / transpose time ratio: {medians[kind] / medians['transpose']:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,14 @@ Flax module paths are the Gluon attribute paths ("layer1" / "0" / "body.0" -> "l
 ``eaau_jax.mxnet_params.import_into`` maps the released ``.params`` names systematically; each
 model's ``mxnet_layout()`` says which layers are transposed convs and which names are constants.
 
+Padding (``valid``): every ``__call__`` takes the ``valid`` mask that ``train.predict_logits``
+passes, and ignores it. These nets cannot be made independent of a padded batch by masking: the FPN
+and ALCNet resize with aligned corners (the sampling grid depends on the map's size), ALCNet's
+contrast shifts cyclically by the map's size, and AsymBi pools globally. So native evaluation is
+made exact the other way: the baseline configs (configs/acm_unet.py ...) set ``eval_pad_multiple = 1``,
+so an evaluation batch only ever holds images of one exact size and nothing is padded (one compile
+per distinct size); under ``acm`` every image is base x base and unpadded anyway.
+
 Deviations, all no-ops at the sizes the released nets ran at (multiples of 4, or 16 for non-tiny):
   * a decoder feature larger than its skip (odd sizes) is cropped to the skip (bottom/right);
   * resizes go to the skip's actual size, not ``hei // k`` (which differs from it for odd sizes).
@@ -276,7 +284,8 @@ class ACMUNet(_ACMBase):
     return ACMFuse(channels, self.fuse_mode, False, axis_name=self.axis_name, name=name)
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, valid=None):
+    del valid  # unpadded inputs only (module docstring)
     size, ch = x.shape[1:3], self.channels
     c1, c2, c3 = self.encoder(x, train)
     up = crop_to(self.deconv(c3, ch[2], "deconv2"), c2)
@@ -295,7 +304,8 @@ class ACMFPN(_ACMBase):
   ``fuse_mode="DirectAdd"`` is the plain FPN (registry "fpn")."""
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, valid=None):
+    del valid  # unpadded inputs only (module docstring)
     size, ch, ax = x.shape[1:3], self.channels, self.axis_name
     c1, c2, out = self.encoder(x, train)
     if len(self.layers) == 4:
@@ -416,7 +426,8 @@ class ALCNet(nn.Module):
     return nn.relu(bn(train, f"{name}.1", self.axis_name)(x))
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, valid=None):
+    del valid  # unpadded inputs only (module docstring)
     ch, ax = self.channels, self.axis_name
     x = stem(x, train, ch[0], True, ax)
     c1 = ResStage(self.layers[0], ch[1], 1, ch[1], ax, name="layer1")(x, train)
@@ -449,3 +460,48 @@ def load_released(model: nn.Module, path, input_channels: int = 3) -> dict:
                           jnp.zeros((1, 32, 32, input_channels), jnp.float32))
   arrays = mxnet_params.read_params(path)
   return mxnet_params.import_into(shapes, arrays, source=str(path), **model.mxnet_layout())
+
+
+# ---------------------------------------------------------------- released weights as a checkpoint
+
+def imported_state(config, path, mesh):
+  """(train state, meta) of released ``.params`` weights under ``config`` (its ``model`` must be
+  the released net's, its ``dataset.color`` RGB): the state ``train.create_train_state`` builds,
+  with the file's params and BatchNorm statistics, and the meta ``train.py`` writes (config,
+  normalisation, parameter count), so evaluation treats it like a trained run's checkpoint.
+
+  The normalisation is always ImageNet's (x 255, per channel): the released nets' running
+  statistics were gathered under it, whatever ``config.dataset.mean/std`` say.
+  """
+  from jax.sharding import NamedSharding, PartitionSpec
+  from eaau_jax import input_pipeline, models, train  # train imports this module's registry
+  color = input_pipeline.dataset_color(config.dataset)
+  if color == "grey" or config.input.channels != 3:
+    raise ValueError(f"{path}: released weights take RGB input; the config has "
+                     f"config.dataset.color = {color!r}, config.input.channels = "
+                     f"{config.input.channels} (expected rgb_imagenet and 3)")
+  model = models.model_from_config(config.model)
+  if not hasattr(model, "mxnet_layout"):
+    raise ValueError(f"{path}: config.model.name = {config.model.name!r} has no released MXNet "
+                     f"weights; expected one of {sorted(BASELINES)}")
+  variables = load_released(model, path, config.input.channels)
+  state = train.create_train_state(config, model, 1, mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  state = state.replace(params=jax.device_put(variables["params"], replicated),
+                        batch_stats=jax.device_put(variables["batch_stats"], replicated))
+  meta = {"config": config.to_dict(), "mean": list(input_pipeline.IMAGENET_MEAN_U8),
+          "std": list(input_pipeline.IMAGENET_STD_U8),
+          "num_params": models.count_params(state.params), "imported_from": str(path),
+          "normalization": "imagenet (the released weights')"}
+  return state, meta
+
+
+def write_imported(config, path, workdir: str) -> str:
+  """Imports released weights into an orbax checkpoint ``<workdir>/checkpoints/0`` (step 0, as
+  ``checkpoints.Checkpoints`` writes a trained run's), for ``--mode=eval/predict --workdir``."""
+  from eaau_jax import checkpoints, input_pipeline
+  state, meta = imported_state(config, path, input_pipeline.make_mesh())
+  ckpt = checkpoints.Checkpoints(workdir, keep=1)
+  ckpt.save(0, state, meta)
+  ckpt.close()
+  return ckpt.directory

@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -19,6 +20,23 @@ ITEMS = ("state", "meta")
 
 class CheckpointError(ValueError):
   """A missing, unreadable or incompatible checkpoint; the message names the path."""
+
+
+def upgrade_config(stored: dict) -> ml_collections.ConfigDict:
+  """A checkpoint's stored config in today's layout. Checkpoints written before the evaluation
+  protocols (no ``eval``) were evaluated at native size, read SIRST's idx_427 split, trained with
+  ACM's base-size scale, and used MXNet's AdaGrad (``grad_scale`` / ``weight_decay_mode``)."""
+  stored = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
+  stored.setdefault("eval", {"protocol": "native"})
+  stored["dataset"].setdefault("split_folder", "idx_427")
+  stored["input"].setdefault("scale_reference", "base")
+  stored["input"].setdefault("scale_range", (0.5, 2.0))
+  o = stored["optimizer"]
+  if "form" not in o:
+    o["form"] = "mxnet" if o.get("weight_decay_mode", "decoupled") == "decoupled" else "pytorch"
+    o.pop("grad_scale", None)
+    o.pop("weight_decay_mode", None)
+  return ml_collections.ConfigDict(stored)
 
 
 def _manager(directory: str, **options) -> ocp.CheckpointManager:

@@ -29,7 +29,7 @@ def restore(checkpoint: str, mesh, config: Optional[ml_collections.ConfigDict] =
   """(state, checkpoint config, meta, step) of a checkpoint; ``config``'s model must match it."""
   manager, step = checkpoints.locate(checkpoint)
   meta = checkpoints.read_meta(manager, step)
-  ckpt_config = ml_collections.ConfigDict(meta["config"])
+  ckpt_config = checkpoints.upgrade_config(meta["config"])
   if config is not None:
     diff = _model_differences(config.model.to_dict(), ckpt_config.model.to_dict())
     if config.input.channels != ckpt_config.input.channels:
@@ -106,11 +106,19 @@ def _write_report(report: dict, curves: dict, stem: str):
 
 def run_eval(checkpoint: str, split: Optional[str], output_dir: Optional[str],
              config: Optional[ml_collections.ConfigDict] = None,
-             protocols: Optional[list] = None) -> dict:
+             protocols: Optional[list] = None, import_weights: Optional[str] = None) -> dict:
   """Evaluates a checkpoint on a split under each protocol (default: the config's), writing
-  eval_<split>_<protocol>.json/.md and PR/ROC plots. Returns {protocol: report}."""
+  eval_<split>_<protocol>.json/.md and PR/ROC plots. Returns {protocol: report}.
+  ``import_weights``: evaluate a released ``.params`` file under ``config`` instead (baselines)."""
   mesh = input_pipeline.make_mesh()
-  state, ckpt_config, meta, step = restore(checkpoint, mesh, config)
+  if import_weights:
+    from eaau_jax import baselines  # pylint: disable=g-import-not-at-top
+    if config is None:
+      raise ValueError("--import-weights needs --config (the released net's, configs/acm_unet.py)")
+    state, meta = baselines.imported_state(config, import_weights, mesh)
+    ckpt_config, step, checkpoint = config, 0, os.path.abspath(import_weights)
+  else:
+    state, ckpt_config, meta, step = restore(checkpoint, mesh, config)
   config = config if config is not None else ckpt_config
   protocols = protocols or [config.eval.protocol]
   for p in protocols:
@@ -168,7 +176,8 @@ def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: flo
   paths = list_images(input_dir)
   mesh = input_pipeline.make_mesh(jax.devices()[:1])
   state, config, meta, _ = restore(checkpoint, mesh)
-  loader = train.make_eval_loader(config, input_pipeline.FolderSource(paths), meta["mean"],
+  rgb = input_pipeline.dataset_color(config.dataset) != "grey"  # read as the model was trained
+  loader = train.make_eval_loader(config, input_pipeline.FolderSource(paths, rgb), meta["mean"],
                                   meta["std"], protocol, batch_size=1)
   forward = jax.jit(train.predict_logits)
   os.makedirs(output_dir, exist_ok=True)

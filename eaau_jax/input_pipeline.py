@@ -90,26 +90,69 @@ def prepare(dataset_cfg):
   return builder
 
 
+# ``config.dataset.color``: how images are read (absent: grey).
+#   grey:         the stored grey image (imageio's rule), normalised with config.dataset.mean/std.
+#   rgb:          ACM's read, PIL ``convert('RGB')`` (the tfds ``image_rgb`` feature; 159 SIRST
+#                 images have unequal channels), normalised with config.dataset.mean/std.
+#   rgb_imagenet: the same pixels, normalised with the ImageNet mean/std (x 255), as ACM/ALCNet
+#                 trained and as their released weights expect.
+COLORS = ("grey", "rgb", "rgb_imagenet")
+IMAGENET_MEAN_U8 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD_U8 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def dataset_color(dataset_cfg) -> str:
+  color = dataset_cfg.get("color", "grey")
+  if color not in COLORS:
+    raise ValueError(f"config.dataset.color: {color!r}; expected one of {', '.join(COLORS)}")
+  return color
+
+
+class _RGBSource:
+  """``image`` <- the example's ``image_rgb`` (uint8 (H, W, 3), tfds_sirst >= 1.1.0); a source
+  without one (synthetic) has grey images, repeated x 3.
+  ``normalization``: ImageNet's (mean, std) for rgb_imagenet, else None (mean_std computes it)."""
+
+  def __init__(self, base, imagenet: bool):
+    self._base = base
+    self.normalization = (IMAGENET_MEAN_U8, IMAGENET_STD_U8) if imagenet else None
+
+  def __len__(self):
+    return len(self._base)
+
+  def __getitem__(self, i):
+    ex = dict(self._base[i])
+    rgb = ex.pop("image_rgb", None)
+    ex["image"] = np.asarray(rgb) if rgb is not None else np.repeat(ex["image"], 3, axis=-1)
+    return ex
+
+
 def open_source(dataset_cfg, split: str):
-  """A random-access source of ``split`` of the dataset ``config.dataset`` describes."""
+  """A random-access source of ``split`` of the dataset ``config.dataset`` describes, its images
+  in ``config.dataset.color`` (grey (H, W, 1) or RGB (H, W, 3))."""
+  color = dataset_color(dataset_cfg)
   if dataset_cfg.name == "synthetic":
     s = dataset_cfg.synthetic
     sizes = {"train": s.num_train, "val": s.num_val, "test": s.num_test}
     if split not in sizes:
       raise ValueError(f"synthetic dataset: split {split!r} not in {sorted(sizes)}")
-    return synthetic.SyntheticSource(split, sizes[split], s.seed, tuple(s.size_range))
-  builder = prepare(dataset_cfg)
-  if split not in builder.info.splits:
-    raise ValueError(f"{builder.builder_config.name}: no split {split!r}; it has "
-                     f"{sorted(builder.info.splits)}")
-  return _TfdsSource(builder.as_data_source(split=split))
+    source = synthetic.SyntheticSource(split, sizes[split], s.seed, tuple(s.size_range))
+  else:
+    builder = prepare(dataset_cfg)
+    if split not in builder.info.splits:
+      raise ValueError(f"{builder.builder_config.name}: no split {split!r}; it has "
+                       f"{sorted(builder.info.splits)}")
+    source = _TfdsSource(builder.as_data_source(split=split))
+  return source if color == "grey" else _RGBSource(source, color == "rgb_imagenet")
 
 
 @dataclasses.dataclass
 class FolderSource:
   """The images of a folder as a source (for ``--mode=predict``): read one at a time, on demand,
-  by the same rule as the dataset (imageio); ``mask`` is all zeros (there is none)."""
+  by the same rule as the dataset (imageio; ``rgb``: PIL ``convert('RGB')``, as the tfds
+  ``image_rgb`` feature); ``mask`` is all zeros (there is none)."""
   paths: list
+  rgb: bool = False
 
   def __len__(self):
     return len(self.paths)
@@ -120,11 +163,18 @@ class FolderSource:
 
   def __getitem__(self, i: int) -> dict:
     image = imageio.read_grayscale(self.paths[i])
-    return {"image": image, "mask": np.zeros_like(image), "id": self.paths[i]}
+    mask = np.zeros_like(image)
+    if self.rgb:
+      with Image.open(self.paths[i]) as im:
+        image = np.asarray(im.convert("RGB"), np.uint8)
+    return {"image": image, "mask": mask, "id": self.paths[i]}
 
 
-def mean_std(source) -> tuple[float, float]:
-  """Pixel mean and std of all images of a source (the train split's, for normalisation)."""
+def mean_std(source) -> tuple:
+  """Pixel mean and std of all images of a source (the train split's, for normalisation), pooled
+  over channels; a source with a fixed ``normalization`` (rgb_imagenet) returns it (per channel)."""
+  if getattr(source, "normalization", None) is not None:
+    return source.normalization
   total = total_sq = count = 0.0
   for i in range(len(source)):
     x = source[i]["image"].astype(np.float64)
@@ -153,7 +203,9 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_
   if scale_reference not in SCALE_REFERENCES:
     raise ValueError(f"config.input.scale_reference: {scale_reference!r}; expected one of "
                      f"{SCALE_REFERENCES}")
-  img, msk = Image.fromarray(image[..., 0]), Image.fromarray(mask[..., 0])
+  # RGB images (config.dataset.color) go through PIL as RGB: the same resize/blur per channel.
+  img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  msk = Image.fromarray(mask[..., 0])
   if rng.random() < 0.5:
     img, msk = img.transpose(Image.FLIP_LEFT_RIGHT), msk.transpose(Image.FLIP_LEFT_RIGHT)
   w, h = img.size
@@ -169,13 +221,14 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_
   a, m = np.asarray(img), np.asarray(msk)
   ph, pw = max(crop_size - oh, 0), max(crop_size - ow, 0)
   if ph or pw:
-    a, m = np.pad(a, ((0, ph), (0, pw))), np.pad(m, ((0, ph), (0, pw)))
+    a = np.pad(a, ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2))
+    m = np.pad(m, ((0, ph), (0, pw)))
   y = int(rng.integers(0, a.shape[0] - crop_size + 1))
   x = int(rng.integers(0, a.shape[1] - crop_size + 1))
   a, m = a[y:y + crop_size, x:x + crop_size], m[y:y + crop_size, x:x + crop_size]
   if rng.random() < blur_p:
     a = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(radius=rng.random())))
-  return a[..., None], m[..., None]
+  return (a[..., None] if a.ndim == 2 else a), m[..., None]
 
 
 # ---------------------------------------------------------------- evaluation protocols
@@ -208,10 +261,13 @@ def eval_transform(image: np.ndarray, mask: Optional[np.ndarray], protocol: str,
   return image, mask
 
 
-def normalize(image: np.ndarray, mean: float, std: float, channels: int = 1) -> np.ndarray:
-  """uint8 (..., 1) -> float32 (..., channels): (x - mean) / std, grey repeated for 3 channels."""
-  x = (image.astype(np.float32) - np.float32(mean)) / np.float32(std)
-  return np.repeat(x, channels, axis=-1) if channels != 1 else x
+def normalize(image: np.ndarray, mean, std, channels: int = 1) -> np.ndarray:
+  """uint8 (..., 1) or (..., 3) -> float32 (..., channels): (x - mean) / std, a grey image repeated
+  for 3 channels. ``mean``/``std``: scalars, or one per channel (rgb_imagenet)."""
+  if image.shape[-1] not in (1, channels):
+    raise ValueError(f"image has {image.shape[-1]} channels; config.input.channels is {channels}")
+  x = (image.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+  return np.repeat(x, channels, axis=-1) if x.shape[-1] != channels else x
 
 
 # ---------------------------------------------------------------- training batches
@@ -327,7 +383,9 @@ class EvalLoader:
     buckets = collections.defaultdict(list)
     for i in range(len(self.source)):
       h, w = evaluated_size(self.source, i, self.protocol, self.base_size)
-      buckets[bucket_shape(h, w, self.pad_multiple)].append(i)
+      # acm: every image is base x base already, one shape and no padding.
+      shape = (h, w) if self.protocol == "acm" else bucket_shape(h, w, self.pad_multiple)
+      buckets[shape].append(i)
     self.plan = [(shape, idx[k:k + self.batch_size]) for shape, idx in sorted(buckets.items())
                  for k in range(0, len(idx), self.batch_size)]
     logging.info("eval (%s protocol): %d images in %d bucket shapes, %d batches", self.protocol,

@@ -388,12 +388,8 @@ class EAAUNet(nn.Module):
 
 def registry() -> dict[str, type[nn.Module]]:
   """Every model by its ``config.model.name``: EAAU-Net here, the CNN baselines in baselines.py."""
-  models = {"eaau_net": EAAUNet}
-  try:
-    from eaau_jax import baselines  # pylint: disable=g-import-not-at-top  (imports this module)
-  except ImportError:
-    return models
-  return {**models, **getattr(baselines, "BASELINES", {})}
+  from eaau_jax import baselines  # pylint: disable=g-import-not-at-top  (it imports this module)
+  return {"eaau_net": EAAUNet, **baselines.BASELINES}
 
 
 def model_from_config(config) -> nn.Module:

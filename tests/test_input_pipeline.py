@@ -66,6 +66,49 @@ def test_augment_scale_range_follows_base_size():
   assert min(longs) >= 32 and max(longs) <= 128 and len(set(longs)) > 10
 
 
+def test_augment_scale_relative_to_the_image_for_native_training():
+  """scale_reference="image": long side in [lo, hi] x the image's own long side, whatever base."""
+  img = np.full((50, 100, 1), 255, np.uint8)
+  mask = np.zeros((50, 100, 1), np.uint8)
+  longs = []
+  for seed in range(30):
+    a, _ = ip.augment(img, mask, np.random.default_rng(seed), crop_size=300, base_size=512,
+                      blur_p=0.0, scale_range=(0.8, 1.25), scale_reference="image")
+    cols = np.nonzero(a[..., 0] > 0)[1]
+    longs.append(cols.max() + 1)
+  assert min(longs) >= 80 and max(longs) <= 125 and len(set(longs)) > 10
+  with pytest.raises(ValueError, match="config.input.scale_reference: 'crop'"):
+    ip.augment(img, mask, np.random.default_rng(0), 32, 64, scale_reference="crop")
+
+
+def test_acm_protocol_resizes_to_base_and_native_keeps_the_image():
+  """acm: PIL bilinear image / nearest mask to base x base (ACM's _testval_sync_transform)."""
+  rng = np.random.default_rng(0)
+  img = rng.integers(0, 255, (30, 47, 1), dtype=np.uint8)
+  mask = np.zeros((30, 47, 1), np.uint8)
+  mask[10:13, 20:23] = 1
+  a, m = ip.eval_transform(img, mask, "acm", 64)
+  want = np.asarray(Image.fromarray(img[..., 0]).resize((64, 64), Image.BILINEAR))
+  np.testing.assert_array_equal(a[..., 0], want)
+  want_m = np.asarray(Image.fromarray(mask[..., 0]).resize((64, 64), Image.NEAREST))
+  np.testing.assert_array_equal(m[..., 0], want_m)
+  assert set(np.unique(m)) == {0, 1}
+  a, m = ip.eval_transform(img, mask, "native", 64)
+  assert a is img and m is mask
+  with pytest.raises(ValueError, match="unknown evaluation protocol 'full'"):
+    ip.eval_transform(img, mask, "full", 64)
+
+
+def test_eval_loader_under_acm_has_one_bucket_of_base_size():
+  src = _examples(5, size=(20, 31))
+  loader = ip.EvalLoader(src, 4, 0.0, 1.0, 32, protocol="acm", base_size=48)
+  batches = list(loader)
+  assert [b["image"].shape for b in batches] == [(4, 48, 48, 1)] * 2
+  assert [s for b in batches for s in b["sizes"]][:5] == [(48, 48)] * 5
+  assert [s for b in batches for s in b["orig_sizes"]][:5] == [(20, 31)] * 5
+  assert batches[0]["valid"].sum() == 4 * 48 * 48
+
+
 def test_normalize_and_channels():
   x = np.array([[[10], [30]]], np.uint8)
   np.testing.assert_allclose(ip.normalize(x, 20.0, 10.0)[..., 0], [[-1.0, 1.0]])
@@ -226,16 +269,22 @@ def test_folder_layout_from_the_config(tmp_path):
 
 # ---------------------------------------------------------------- real SIRST
 @needs_sirst
-def test_sirst_through_the_pipeline(sirst_dataset):
+@pytest.mark.parametrize("folder,counts", [
+    ("idx_320", {"train": 160, "val": 64, "test": 96, "trainval": 224}),  # 5:2:3, the paper's
+    ("idx_427", {"train": 256, "val": 85, "test": 86, "trainval": 341})])
+def test_sirst_split_folders_through_the_pipeline(sirst_dataset, folder, counts):
   cfg = sirst_dataset
-  counts = {}
-  for split in ("train", "val", "test", "trainval"):
+  cfg.split_folder = folder
+  got = {}
+  for split in counts:
     src = ip.open_source(cfg, split)
-    counts[split] = len(src)
+    got[split] = len(src)
     ids = {src[i]["id"] for i in range(len(src))}
-    with open(os.path.join(SIRST, "idx_427", f"{split}.txt")) as f:
+    with open(os.path.join(SIRST, folder, f"{split}.txt")) as f:
       assert ids == {line.strip() for line in f if line.strip()}
-  assert counts == {"train": 256, "val": 85, "test": 86, "trainval": 341}
+  assert got == counts
+  if folder != "idx_427":
+    return
   test = ip.open_source(cfg, "test")
   for i in range(len(test)):
     ex = test[i]
@@ -248,3 +297,10 @@ def test_sirst_through_the_pipeline(sirst_dataset):
         np.asarray(Image.open(os.path.join(SIRST, "images", line.strip() + ".png")).convert("L"),
                    np.float64).ravel() for line in f if line.strip()])
   assert mean == pytest.approx(pixels.mean()) and std == pytest.approx(pixels.std())
+
+
+def test_unknown_split_folder_is_an_error():
+  cfg = tiny.get_config().dataset
+  cfg.name, cfg.split_folder = "sirst", "idx_999"
+  with pytest.raises(ValueError, match=r"config.dataset.split_folder: 'idx_999'"):
+    ip.tfds_builder(cfg)

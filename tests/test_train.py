@@ -349,3 +349,26 @@ def test_distributed_initialisation_follows_flag_then_environment():
   assert main.wants_distributed(None, {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}) is True
   assert main.wants_distributed(False, {"SLURM_NTASKS": "4"}) is False
   assert main.wants_distributed(True, {}) is True
+
+
+def test_checkpoint_written_before_protocols_still_evaluates(tmp_path):
+  """A checkpoint whose stored config has the earlier layout (no eval.protocol, MXNet AdaGrad as
+  grad_scale/weight_decay_mode, no split_folder) restores and evaluates, at native size."""
+  config = tiny.get_config()
+  config.optimizer.form = "mxnet"
+  mesh = input_pipeline.make_mesh()
+  state = train.create_train_state(config, models.model_from_config(config.model), 8, mesh)
+  old = config.to_dict()
+  del old["eval"], old["optimizer"]["form"], old["dataset"]["split_folder"]
+  del old["input"]["scale_reference"], old["input"]["scale_range"], old["model"]["name"]
+  old["optimizer"].update(grad_scale=0.25, weight_decay_mode="decoupled")
+  ckpt = checkpoints.Checkpoints(str(tmp_path / "wd"), 1)
+  ckpt.save(3, state, {"config": old, "mean": 100.0, "std": 40.0, "num_params": 1},
+            val_metrics={"iou": 0.1})
+  ckpt.close()
+  upgraded = checkpoints.upgrade_config(old)
+  assert (upgraded.eval.protocol, upgraded.optimizer.form, upgraded.dataset.split_folder) == (
+      "native", "mxnet", "idx_427")
+  assert "grad_scale" not in upgraded.optimizer
+  reports = evaluate.run_eval(str(tmp_path / "wd"), "val", str(tmp_path / "out"))
+  assert list(reports) == ["native"] and reports["native"]["metrics"]["images"] == 8

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
+from PIL import Image
 
 from eaau_jax import imageio
 from eaau_jax.imageio import DataError
@@ -28,7 +29,8 @@ SPLITS = ("train", "val", "test", "trainval")
 
 _DESCRIPTION = """
 Single-frame infrared small target (SIRST) segmentation. Each example is a uint8 grayscale image
-(H, W, 1), its binary target mask (H, W, 1) in {0, 1}, the image id, the original (height, width),
+(H, W, 1), the image as ACM/ALCNet's loaders read it (PIL ``convert('RGB')``, (H, W, 3): 159 SIRST
+images have slightly unequal channels; 16-bit images: the grey image repeated), its binary target mask (H, W, 1) in {0, 1}, the image id, the original (height, width),
 and the number of 8-connected targets in the mask (0 is allowed and counted).
 Image conversion: L as stored; P/RGB/RGBA by ITU-R 601-2 luma with alpha dropped; 16-bit by
 per-image min-max stretch (see eaau_jax/imageio.py).
@@ -107,11 +109,22 @@ def _find_png_dir(root: epath.Path, probe: str) -> epath.Path:
   raise DataError(f"{root}: no {probe} in the downloaded archive")
 
 
+def read_rgb(path, grey: np.ndarray) -> np.ndarray:
+  """uint8 (H, W, 3): ``Image.open(path).convert('RGB')`` as ACM's loader; for 16-bit/float images
+  (which PIL's RGB conversion clips) the grey image ``grey`` (imageio's stretch) repeated."""
+  with Image.open(path) as im:
+    if im.mode in ("L", "1", "P", "RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr"):
+      return np.asarray(im.convert("RGB"), np.uint8)
+  return np.repeat(grey, 3, axis=-1)
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
   """SIRST-style infrared small target segmentation datasets."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "image_rgb: the image as PIL convert('RGB') reads it (ACM's loader), "
+                            "for the CNN baselines' RGB input (config.dataset.color)."}
   BUILDER_CONFIGS = [SIRST, SIRST_IDX320, SIRST_V2, FOLDER]
   DEFAULT_BUILDER_CONFIG_NAME = "sirst"
   URL_BASE = SIRST_URL  # tests point this at a local server
@@ -135,6 +148,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         description=_DESCRIPTION,
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Tensor(shape=(None, None, 1), dtype=np.uint8, encoding=zlib),
+            "image_rgb": tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8,
+                                              encoding=zlib),
             "mask": tfds.features.Tensor(shape=(None, None, 1), dtype=np.uint8, encoding=zlib),
             "id": tfds.features.Text(),
             "size": tfds.features.Tensor(shape=(2,), dtype=np.int32),  # original (height, width)
@@ -187,7 +202,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       counts["images"] += 1
       counts["targets"] += n
       counts["zero_target_images"] += n == 0
-      yield sample_id, {"image": image, "mask": mask, "id": sample_id,
+      yield sample_id, {"image": image, "image_rgb": read_rgb(image_path, image),
+                        "mask": mask, "id": sample_id,
                         "size": np.array(image.shape[:2], np.int32), "num_targets": n}
     logging.info("%s: %d images, %d targets, %d images without a target", split_path,
                  counts["images"], counts["targets"], counts["zero_target_images"])

@@ -85,6 +85,10 @@ def test_examples_match_source_pngs_and_conversion_rule(tmp_path):
     else:
       want = a
     np.testing.assert_array_equal(ex["image"][..., 0], want, err_msg=f"{sample_id} {src.mode}")
+    # image_rgb: ACM's convert('RGB'); 16-bit: the grey image repeated (PIL would clip it)
+    want_rgb = (np.repeat(ex["image"], 3, -1) if src.mode == "I;16"
+                else np.asarray(src.convert("RGB")))
+    np.testing.assert_array_equal(ex["image_rgb"], want_rgb, err_msg=f"{sample_id} {src.mode}")
 
 
 def test_zero_target_images_are_kept_and_counted(tmp_path):

@@ -25,9 +25,10 @@ Padding (``valid``): every ``__call__`` takes the ``valid`` mask that ``train.pr
 passes, and ignores it. These nets cannot be made independent of a padded batch by masking: the FPN
 and ALCNet resize with aligned corners (the sampling grid depends on the map's size), ALCNet's
 contrast shifts cyclically by the map's size, and AsymBi pools globally. So native evaluation is
-made exact the other way: the baseline configs (configs/acm_unet.py ...) set ``eval_pad_multiple = 1``,
-so an evaluation batch only ever holds images of one exact size and nothing is padded (one compile
-per distinct size); under ``acm`` every image is base x base and unpadded anyway.
+made exact the other way: the baseline configs (configs/acm_unet.py ...) set
+``eval_pad_multiple = 1``, so an evaluation batch only ever holds images of one exact size and
+nothing is padded (one compile per distinct size); under ``acm`` every image is base x base and
+unpadded anyway.
 
 Deviations, all no-ops at the sizes the released nets ran at (multiples of 4, or 16 for non-tiny):
   * a decoder feature larger than its skip (odd sizes) is cropped to the skip (bottom/right);

@@ -5,9 +5,10 @@ one protocol, as one report beside the paper's Table 3 (and its Figures 5 and 9)
       --checkpoints acm_unet=DIR1,alcnet=DIR2 [--detectors fast|all|tophat,mpcm,...]
 
 Every method goes through the shared scoring: ``train.evaluate`` over an
-``input_pipeline.EvalLoader`` (``metrics.SegmentationMetrics`` + ``metrics.PdFa``; logit > 0 is the detection). A checkpoint is
-evaluated with its own input (its ``dataset.color``, channels, normalisation from its meta, its eval
-padding) on the compare config's dataset, split and ``input.base_size``. A classical detector scores
+``input_pipeline.EvalLoader`` (``metrics.SegmentationMetrics`` + ``metrics.PdFa``; logit > 0 is
+the detection). A checkpoint is evaluated with its own input (its ``dataset.color``, channels,
+normalisation from its meta, its eval padding) on the compare config's dataset, split and
+``input.base_size``. A classical detector scores
 the grey image (0..255), unpadded (``pad_multiple`` 1, batches of one exact size), and
 ``classical.score_to_logits`` turns the scores into logits > 0 exactly on the paper's adaptive mask.
 
@@ -256,6 +257,10 @@ def run(checkpoints: list[tuple[str, str]], dataset_cfg, split: str, protocol: s
   rows = []
   for m in methods:
     result, curves = evaluate_method(m, mesh)
+    # native: one executable per image size and method. A native run of the detectors aborted in
+    # LLVM ("Cannot allocate memory") after ~300 compiles; dropping each method's executables
+    # bounds what one process holds (not yet re-run natively to confirm it suffices).
+    jax.clear_caches()
     rows.append({"label": m.label, "kind": m.kind, "paper_key": m.paper_key, "source": m.source,
                  "metrics": result,
                  "curves": curves, "paper_table3": PAPER_TABLE3.get(m.paper_key)})

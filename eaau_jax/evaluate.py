@@ -65,11 +65,14 @@ def _plot_curves(curves: dict, result: dict, path: str):
   return path
 
 
-def _inference_ms_per_image(state, loader, mesh) -> float:
-  """Median over batches of the jitted forward time / real images (after compilation)."""
+def _inference_ms_per_image(state, loader, mesh, max_batches: int = 3) -> float:
+  """Median over the first ``max_batches`` batches of the jitted forward time / real images
+  (after compilation; a few batches suffice for a median and keep evaluation cheap)."""
   forward = jax.jit(train.predict_logits)
   per_image = []
-  for batch in loader:
+  for k, batch in enumerate(loader):
+    if k == max_batches:
+      break
     x = input_pipeline.to_global(mesh, {"image": batch["image"], "valid": batch["valid"]})
     jax.block_until_ready(forward(state, x["image"], x["valid"]))  # compile this bucket shape
     t0 = time.perf_counter()

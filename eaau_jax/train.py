@@ -203,9 +203,10 @@ def data_and_stats(config):
   eval_src = input_pipeline.open_source(config.dataset, config.dataset.eval_split)
   mean, std = config.dataset.mean, config.dataset.std
   if mean is None or std is None:
-    mean, std = input_pipeline.mean_std(train_src)
-    logging.info("train split pixel mean %.3f, std %.3f", mean, std)
-  return train_src, eval_src, float(mean), float(std)
+    mean, std = input_pipeline.mean_std(train_src)  # rgb_imagenet: ImageNet's, per channel
+    logging.info("normalisation: mean %s, std %s", mean, std)
+  as_stat = lambda v: [float(x) for x in v] if np.ndim(v) else float(v)
+  return train_src, eval_src, as_stat(mean), as_stat(std)
 
 
 def make_eval_loader(config, source, mean, std, protocol=None, batch_size=None):

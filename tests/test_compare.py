@@ -179,7 +179,8 @@ def test_released_acm_unet_imported_and_evaluated_through_main(sirst_dataset, tm
 
 
 def test_folder_source_reads_rgb_for_rgb_checkpoints(tmp_path):
-  """--mode=predict of an RGB checkpoint reads images as ACM did (convert('RGB')); grey as before."""
+  """--mode=predict of an RGB checkpoint reads images as ACM did (convert('RGB')); grey as before.
+  """
   rgb = np.random.default_rng(2).integers(0, 256, (9, 13, 3), dtype=np.uint8)
   path = str(tmp_path / "a.png")
   Image.fromarray(rgb).save(path)

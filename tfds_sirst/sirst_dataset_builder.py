@@ -29,8 +29,9 @@ SPLITS = ("train", "val", "test", "trainval")
 
 _DESCRIPTION = """
 Single-frame infrared small target (SIRST) segmentation. Each example is a uint8 grayscale image
-(H, W, 1), the image as ACM/ALCNet's loaders read it (PIL ``convert('RGB')``, (H, W, 3): 159 SIRST
-images have slightly unequal channels; 16-bit images: the grey image repeated), its binary target mask (H, W, 1) in {0, 1}, the image id, the original (height, width),
+(H, W, 1), the image as ACM/ALCNet's loaders read it (``image_rgb``: PIL ``convert('RGB')``,
+(H, W, 3); 159 SIRST images have slightly unequal channels; 16-bit images: the grey image
+repeated), its binary target mask (H, W, 1) in {0, 1}, the image id, the original (height, width),
 and the number of 8-connected targets in the mask (0 is allowed and counted).
 Image conversion: L as stored; P/RGB/RGBA by ITU-R 601-2 luma with alpha dropped; 16-bit by
 per-image min-max stretch (see eaau_jax/imageio.py).

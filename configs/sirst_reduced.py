@@ -2,7 +2,7 @@
 
 configs/sirst_native.py (idx_320, `native` protocol, train at each image's own scale, PyTorch
 AdaGrad lr 0.05, transposed-conv upsampling, EAA) with what a CPU can afford:
-  * b = 1 residual block per stage (the paper: 3), so 16/32/64 channels and 0.17 M parameters;
+  * b = 1 residual block per stage (the paper: 3), so 16/32/64 channels and 0.14 M parameters;
   * 128 x 128 crops (the paper: 480 at ACM's 2x scale); at native scale a SIRST target is
     ~3 x 3 px, so a 128 crop still shows it with its context;
   * 150 epochs of the 160 training images (3,000 steps at batch 8; the paper: 300 epochs).

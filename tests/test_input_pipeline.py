@@ -51,18 +51,22 @@ def test_augment_pads_image_smaller_than_crop():
   assert a[-1, -1, 0] == 0 and m[-1, -1, 0] == 0
 
 
+def _content_sizes(img, **kw):
+  """(h, w) of a white image's content in 30 padded augmented crops (content sits top-left)."""
+  mask = np.zeros(img.shape, np.uint8)
+  sizes = []
+  for seed in range(30):
+    a, _ = ip.augment(img, mask, np.random.default_rng(seed), crop_size=300, blur_p=0.0, **kw)
+    rows, cols = np.nonzero(a[..., 0] > 0)
+    sizes.append((rows.max() + 1, cols.max() + 1))
+  return sizes
+
+
 def test_augment_scale_range_follows_base_size():
   """The long side is resized to [0.5, 2] x base, aspect kept (measured inside a padded crop)."""
-  img = np.full((100, 200, 1), 255, np.uint8)
-  mask = np.zeros((100, 200, 1), np.uint8)
-  longs = []
-  for seed in range(30):
-    a, _ = ip.augment(img, mask, np.random.default_rng(seed), crop_size=300, base_size=64,
-                      blur_p=0.0)
-    rows, cols = np.nonzero(a[..., 0] > 0)
-    h, w = rows.max() + 1, cols.max() + 1  # content sits at the top-left of the padded crop
-    assert abs(h - w / 2) <= 1
-    longs.append(w)
+  sizes = _content_sizes(np.full((100, 200, 1), 255, np.uint8), base_size=64)
+  assert all(abs(h - w / 2) <= 1 for h, w in sizes)
+  longs = [w for _, w in sizes]
   assert min(longs) >= 32 and max(longs) <= 128 and len(set(longs)) > 10
 
 
@@ -70,12 +74,8 @@ def test_augment_scale_relative_to_the_image_for_native_training():
   """scale_reference="image": long side in [lo, hi] x the image's own long side, whatever base."""
   img = np.full((50, 100, 1), 255, np.uint8)
   mask = np.zeros((50, 100, 1), np.uint8)
-  longs = []
-  for seed in range(30):
-    a, _ = ip.augment(img, mask, np.random.default_rng(seed), crop_size=300, base_size=512,
-                      blur_p=0.0, scale_range=(0.8, 1.25), scale_reference="image")
-    cols = np.nonzero(a[..., 0] > 0)[1]
-    longs.append(cols.max() + 1)
+  longs = [w for _, w in _content_sizes(img, base_size=512, scale_range=(0.8, 1.25),
+                                        scale_reference="image")]
   assert min(longs) >= 80 and max(longs) <= 125 and len(set(longs)) > 10
   with pytest.raises(ValueError, match="config.input.scale_reference: 'crop'"):
     ip.augment(img, mask, np.random.default_rng(0), 32, 64, scale_reference="crop")

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eaau_jax.errors import CheckpointError
 from eaau_jax.models import BN_EPSILON, BN_MOMENTUM, conv_init
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -478,13 +479,13 @@ def imported_state(config, path, mesh):
   from eaau_jax import input_pipeline, models, train  # train imports this module's registry
   color = input_pipeline.dataset_color(config.dataset)
   if color == "grey" or config.input.channels != 3:
-    raise ValueError(f"{path}: released weights take RGB input; the config has "
-                     f"config.dataset.color = {color!r}, config.input.channels = "
-                     f"{config.input.channels} (expected rgb_imagenet and 3)")
+    raise CheckpointError(f"{path}: released weights take RGB input; the config has "
+                          f"config.dataset.color = {color!r}, config.input.channels = "
+                          f"{config.input.channels} (expected rgb_imagenet and 3)")
   model = models.model_from_config(config.model)
   if not hasattr(model, "mxnet_layout"):
-    raise ValueError(f"{path}: config.model.name = {config.model.name!r} has no released MXNet "
-                     f"weights; expected one of {sorted(BASELINES)}")
+    raise CheckpointError(f"{path}: config.model.name = {config.model.name!r} has no released "
+                          f"MXNet weights; expected one of {sorted(BASELINES)}")
   variables = load_released(model, path, config.input.channels)
   state = train.create_train_state(config, model, 1, mesh)
   replicated = NamedSharding(mesh, PartitionSpec())

@@ -15,11 +15,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from eaau_jax.errors import CheckpointError  # missing, unreadable or incompatible; names the path
+
 ITEMS = ("state", "meta")
-
-
-class CheckpointError(ValueError):
-  """A missing, unreadable or incompatible checkpoint; the message names the path."""
 
 
 def upgrade_config(stored: dict) -> ml_collections.ConfigDict:
@@ -86,18 +84,20 @@ def restore_state(manager: ocp.CheckpointManager, step: int, template, mesh):
         state=ocp.args.StandardRestore(_abstract(template, mesh))))
   except (ValueError, KeyError, TypeError) as e:
     raise CheckpointError(
-        f"{manager.directory}/{step}: checkpoint does not fit the model of this config "
-        f"(different fusion, widths, blocks or channels?): {e}") from None
+        "checkpoint does not fit the model of this config (different fusion, widths, blocks or "
+        f"channels?): {e}", f"{manager.directory}/{step}") from None
   return out.state
 
 
 def locate(path: str) -> tuple[ocp.CheckpointManager, int]:
   """A checkpoint: a step folder; a workdir (its best, else its latest); or a checkpoints folder."""
   path = os.path.abspath(os.path.expanduser(path))
+  hint = ("train one first (main.py --workdir DIR), or give --checkpoint: a workdir, its "
+          "checkpoints/ or best/ folder, or a step folder")
   if not os.path.exists(path):
-    raise CheckpointError(f"{path}: no such checkpoint or workdir")
-  missing = CheckpointError(
-      f"{path}: no checkpoint found (looked in best/, checkpoints/ and the path)")
+    raise CheckpointError("no such checkpoint or workdir", path, hint)
+  missing = CheckpointError("no checkpoint found (looked in best/, checkpoints/ and the path)",
+                            path, hint)
   name = os.path.basename(path)
   if name.isdigit():  # a step folder, if its parent holds checkpoints
     parent = ocp.CheckpointManager(os.path.dirname(path), item_names=ITEMS)
@@ -117,5 +117,5 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
   try:
     return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   except Exception as e:  # orbax raises several types for a missing/corrupt item
-    raise CheckpointError(f"{manager.directory}/{step}: cannot read the checkpoint's config "
-                          f"(not a checkpoint of this project?): {e}") from None
+    raise CheckpointError("cannot read the checkpoint's config (not a checkpoint of this "
+                          f"project?): {e}", f"{manager.directory}/{step}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Optional
@@ -13,8 +14,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 from PIL import Image
+from scipy import ndimage
 
-from eaau_jax import checkpoints, imageio, input_pipeline, metrics, models, train
+from eaau_jax import checkpoints, input_pipeline, metrics, models, progress, summary, train
+from eaau_jax.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -37,8 +40,8 @@ def restore(checkpoint: str, mesh, config: Optional[ml_collections.ConfigDict] =
                   f"{ckpt_config.input.channels}")
     if diff:
       raise checkpoints.CheckpointError(
-          f"{manager.directory}/{step}: the config's model differs from the checkpoint's: "
-          + "; ".join(diff) + " (leave out --config to use the checkpoint's own)")
+          "the config's model differs from the checkpoint's: " + "; ".join(diff),
+          f"{manager.directory}/{step}", "leave out --config to use the checkpoint's own")
   model = models.model_from_config(ckpt_config.model)
   template = train.create_train_state(ckpt_config, model, 1, mesh)
   state = checkpoints.restore_state(manager, step, template, mesh)
@@ -113,19 +116,20 @@ def run_eval(checkpoint: str, split: Optional[str], output_dir: Optional[str],
   """Evaluates a checkpoint on a split under each protocol (default: the config's), writing
   eval_<split>_<protocol>.json/.md and PR/ROC plots. Returns {protocol: report}.
   ``import_weights``: evaluate a released ``.params`` file under ``config`` instead (baselines)."""
+  for p in protocols or []:  # a mistyped flag fails before the checkpoint is read
+    input_pipeline.check_protocol(p, "--protocol")
   mesh = input_pipeline.make_mesh()
   if import_weights:
     from eaau_jax import baselines  # pylint: disable=g-import-not-at-top
     if config is None:
-      raise ValueError("--import-weights needs --config (the released net's, configs/acm_unet.py)")
+      raise ConfigError("--import-weights needs the released net's config", "--config",
+                        "e.g. --config configs/acm_unet.py")
     state, meta = baselines.imported_state(config, import_weights, mesh)
     ckpt_config, step, checkpoint = config, 0, os.path.abspath(import_weights)
   else:
     state, ckpt_config, meta, step = restore(checkpoint, mesh, config)
   config = config if config is not None else ckpt_config
-  protocols = protocols or [config.eval.protocol]
-  for p in protocols:
-    input_pipeline.check_protocol(p, "--protocol")
+  protocols = protocols or [input_pipeline.check_protocol(config.eval.protocol)]
   split = split or config.dataset.test_split
   train.check_divisible(config)
   source = input_pipeline.open_source(config.dataset, split)
@@ -135,7 +139,7 @@ def run_eval(checkpoint: str, split: Optional[str], output_dir: Optional[str],
   reports = {}
   for protocol in protocols:
     loader = train.make_eval_loader(config, source, meta["mean"], meta["std"], protocol)
-    result, _, curves = train.evaluate(state, loader, p_eval, mesh)
+    result, _, curves = train.evaluate(state, loader, p_eval, mesh, desc=f"{split}, {protocol}")
     result["ms_per_image"] = _inference_ms_per_image(state, loader, mesh)
     result["num_params"] = meta["num_params"]
     report = {"checkpoint": f"{checkpoint} (step {step})", "dataset": config.dataset.name,
@@ -149,58 +153,118 @@ def run_eval(checkpoint: str, split: Optional[str], output_dir: Optional[str],
     logging.info("eval %s, %s protocol: %s -> %s.{json,md}", split, protocol,
                  {k: round(v, 4) for k, v in result.items() if isinstance(v, float)}, stem)
     reports[protocol] = report
+  summary.emit(summary.evaluation(checkpoint, split, reports, output_dir))
   return reports
 
 
 def list_images(input_dir: str) -> list[str]:
   if not os.path.isdir(input_dir):
-    raise imageio.DataError(f"{input_dir}: --input is not a directory")
+    raise DataError("--input is not a directory", input_dir)
   files = sorted(f for f in os.listdir(input_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
   if not files:
-    raise imageio.DataError(f"{input_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found", input_dir)
   return [os.path.join(input_dir, f) for f in files]
 
 
 def overlay(image: np.ndarray, pred: np.ndarray) -> np.ndarray:
-  """RGB uint8: the grey image, predicted target pixels in red."""
-  rgb = np.repeat(image, 3, axis=-1).astype(np.uint8)
+  """RGB uint8: the image as the model read it (grey, or RGB for RGB checkpoints), predicted
+  target pixels in red."""
+  rgb = (image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)).astype(np.uint8)
   rgb[pred] = (255, 0, 0)
   return rgb
 
 
-def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: float = 0.0,
-                protocol: Optional[str] = None) -> list:
-  """Writes <name>_mask.png (0/255) and <name>_overlay.png for every image of ``input_dir``.
+def threshold_logit(threshold: float) -> float:
+  """``--threshold`` is a score (sigmoid of the logit) in (0, 1); it is applied as the logit
+  log(t / (1 - t)), exactly, where a trained soft-IoU model's saturated scores could not
+  separate it (0.5 is logit > 0, the operating point of every metric)."""
+  if not 0.0 < threshold < 1.0:
+    raise ConfigError(f"{threshold!r} is not a score in (0, 1)", "--threshold",
+                      "0.5 (the default) is logit > 0, the operating point of the metrics")
+  return math.log(threshold / (1.0 - threshold))
 
-  The images go through the evaluation path (EvalLoader: the protocol's resize, normalisation,
-  bucketed batches with masked padding); under ``acm`` the logits are resized back (bilinear) to
-  each image's own size before thresholding.
+
+def detections(logits: np.ndarray, cut: float = 0.0) -> list[dict]:
+  """The targets of one image's (H, W) logits: each 8-connected component of ``logits > cut``,
+  in raster order of its first pixel, as {centroid [x, y] (mean pixel position), bbox
+  [x_min, y_min, x_max, y_max] (inclusive pixel indices), area (pixels), peak_score (sigmoid of
+  its highest logit), peak_logit}. x is the column, y the row, from the top left pixel."""
+  labels, _ = metrics.label_components(logits > cut)
+  found = []
+  for k, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+    mine = labels[rows, cols] == k  # the box may hold pixels of other targets
+    ys, xs = np.nonzero(mine)
+    peak = float(logits[rows, cols][mine].max())
+    found.append({"centroid": [round(float(xs.mean()) + cols.start, 3),
+                               round(float(ys.mean()) + rows.start, 3)],
+                  "bbox": [cols.start, rows.start, cols.stop - 1, rows.stop - 1],
+                  "area": int(len(xs)), "peak_score": 1.0 / (1.0 + math.exp(-peak)),
+                  "peak_logit": peak})
+  return found
+
+
+def image_logits(forward, state, loader: input_pipeline.EvalLoader, ex: dict) -> np.ndarray:
+  """(H, W) logits of one read example at its own size: the evaluation preprocessing
+  (``loader.single``), and under ``acm`` the logits resized back (bilinear)."""
+  batch = loader.single(ex)
+  logits = np.asarray(forward(state, jnp.asarray(batch["image"]), jnp.asarray(batch["valid"])))
+  (h, w), (oh, ow) = batch["sizes"][0], batch["orig_sizes"][0]
+  out = logits[0, :h, :w, 0]
+  if (h, w) != (oh, ow):
+    out = np.asarray(Image.fromarray(out).resize((ow, oh), Image.BILINEAR))
+  return out
+
+
+def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: float = 0.5,
+                protocol: Optional[str] = None) -> dict:
+  """Writes <name>_mask.png (0/255), <name>_overlay.png and detections.json for the images of
+  ``input_dir``, one image in memory at a time; goes on past unreadable files and lists them.
+
+  A pixel is a target where its score is above ``threshold`` (``threshold_logit``).
+  detections.json: {checkpoint, protocol, threshold, threshold_logit, images: [{file, height,
+  width, targets: [``detections``]}] (one image per line, written as each is done),
+  unreadable: [{file, error}]}. Returns {"images", "targets", "failed", "detections"}.
   """
+  cut = threshold_logit(threshold)
   paths = list_images(input_dir)
   mesh = input_pipeline.make_mesh(jax.devices()[:1])
-  state, config, meta, _ = restore(checkpoint, mesh)
+  state, config, meta, step = restore(checkpoint, mesh)
   rgb = input_pipeline.dataset_color(config.dataset) != "grey"  # read as the model was trained
-  loader = train.make_eval_loader(config, input_pipeline.FolderSource(paths, rgb), meta["mean"],
-                                  meta["std"], protocol, batch_size=1)
+  source = input_pipeline.FolderSource(paths, rgb)
+  loader = train.make_eval_loader(config, source, meta["mean"], meta["std"], protocol, batch_size=1)
   forward = jax.jit(train.predict_logits)
+  name = f"{os.path.abspath(os.path.expanduser(checkpoint))} (step {step})"
   os.makedirs(output_dir, exist_ok=True)
-  written = []
-  for batch in loader:
-    logits = np.asarray(forward(state, jnp.asarray(batch["image"]), jnp.asarray(batch["valid"])))
-    for k, i in enumerate(batch["index"]):
-      if i < 0:
+  path = os.path.join(output_dir, "detections.json")
+  counts = {"images": 0, "targets": 0, "with_targets": 0}
+  failed = []
+  with open(path, "w") as f:
+    head = {"checkpoint": name, "protocol": loader.protocol, "threshold": threshold,
+            "threshold_logit": cut}
+    f.write(json.dumps(head)[:-1] + ', "images": [')
+    for i in progress.bar(range(len(paths)), len(paths), "predict", "image"):
+      try:
+        ex = source[i]
+      except DataError as e:  # one bad file must not cost the rest of the folder
+        logging.warning("skipped: %s", e)
+        failed.append({"file": os.path.basename(paths[i]), "error": e.what})
         continue
-      (h, w), (oh, ow) = batch["sizes"][k], batch["orig_sizes"][k]
-      out = logits[k, :h, :w, 0]
-      if (h, w) != (oh, ow):
-        out = np.asarray(Image.fromarray(out).resize((ow, oh), Image.BILINEAR))
-      written.append(_write_prediction(paths[i], out > threshold, output_dir))
-  logging.info("predicted %d images into %s", len(written), output_dir)
-  return written
+      logits = image_logits(forward, state, loader, ex)
+      _write_prediction(paths[i], ex["image"], logits > cut, output_dir)
+      found = detections(logits, cut)
+      f.write(("," if counts["images"] else "") + "\n" + json.dumps(
+          {"file": os.path.basename(paths[i]), "height": logits.shape[0],
+           "width": logits.shape[1], "targets": found}))
+      counts = {"images": counts["images"] + 1, "targets": counts["targets"] + len(found),
+                "with_targets": counts["with_targets"] + bool(found)}
+    f.write('\n], "unreadable": ' + json.dumps(failed) + "}\n")
+  summary.emit(summary.prediction(name, loader.protocol, threshold, counts, failed, output_dir,
+                                  path))
+  return {**counts, "failed": failed, "detections": path}
 
 
-def _write_prediction(path: str, pred: np.ndarray, output_dir: str) -> str:
+def _write_prediction(path: str, image: np.ndarray, pred: np.ndarray, output_dir: str) -> str:
   stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
   Image.fromarray((pred * 255).astype(np.uint8)).save(stem + "_mask.png")
-  Image.fromarray(overlay(imageio.read_grayscale(path), pred)).save(stem + "_overlay.png")
+  Image.fromarray(overlay(image, pred)).save(stem + "_overlay.png")
   return stem

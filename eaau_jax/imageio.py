@@ -18,11 +18,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from eaau_jax.errors import DataError  # bad input data; the message names the file
 from eaau_jax.metrics import label_components
-
-
-class DataError(ValueError):
-  """Bad input data; the message names the file."""
 
 
 def _open(path) -> Image.Image:
@@ -52,6 +49,13 @@ def to_grayscale(im: Image.Image) -> np.ndarray:
 def read_grayscale(path) -> np.ndarray:
   """uint8 (H, W, 1) grayscale image; DataError naming the file if it cannot be read."""
   return to_grayscale(_open(path))[..., None]
+
+
+def read_image(path, rgb: bool = False) -> np.ndarray:
+  """uint8 (H, W, 1) grey by the module's rule, or with ``rgb`` (H, W, 3) by PIL's
+  ``convert('RGB')`` (ACM's read), from one decode of the file."""
+  im = _open(path)
+  return np.asarray(im.convert("RGB"), np.uint8) if rgb else to_grayscale(im)[..., None]
 
 
 def read_mask(path) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import os
 from typing import Iterator, Optional
@@ -28,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image, ImageFilter
 
 from eaau_jax import imageio, synthetic
-from eaau_jax.imageio import DataError
+from eaau_jax.errors import ConfigError, DataError
 
 DATA_AXIS = "data"
 
@@ -64,13 +65,13 @@ def tfds_builder(dataset_cfg):
     folders = {"idx_427": "sirst", "idx_320": "sirst_idx320"}
     folder = dataset_cfg.get("split_folder", "idx_427")
     if folder not in folders:
-      raise ValueError(f"config.dataset.split_folder: {folder!r}; SIRST has {sorted(folders)}")
+      raise ConfigError(f"config.dataset.split_folder: {folder!r}; SIRST has {sorted(folders)}")
     config = folders[folder]
   elif name in ("sirst_v2", "folder"):
     config = name
   else:
-    raise ValueError(f"config.dataset.name: unknown dataset {name!r}; expected synthetic, sirst, "
-                     "sirst_v2 or folder")
+    raise ConfigError(f"config.dataset.name: unknown dataset {name!r}; expected synthetic, sirst, "
+                      "sirst_v2 or folder")
   data_dir = os.path.expanduser(dataset_cfg.data_dir)
   return sb.Builder(config=config, data_dir=data_dir, file_format="array_record")
 
@@ -83,8 +84,10 @@ def prepare(dataset_cfg):
     manual = dataset_cfg.get("manual_dir") or None
     if manual and not os.path.isdir(os.path.expanduser(manual)):
       raise DataError(f"config.dataset.manual_dir: {manual} is not a directory")
-    logging.info("Building %s into %s from %s", builder.builder_config.name, builder.data_path,
-                 manual or "the download")
+    logging.info("Building %s into %s from %s (once; later runs read it)",
+                 builder.builder_config.name, builder.data_path, manual or "the download")
+    from eaau_jax import progress  # tfds draws tqdm bars: on a terminal only, as ours
+    tfds.display_progress_bar(progress.on_terminal() and progress.is_main_process())
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.path.expanduser(manual) if manual else None))
   return builder
@@ -104,7 +107,7 @@ IMAGENET_STD_U8 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 def dataset_color(dataset_cfg) -> str:
   color = dataset_cfg.get("color", "grey")
   if color not in COLORS:
-    raise ValueError(f"config.dataset.color: {color!r}; expected one of {', '.join(COLORS)}")
+    raise ConfigError(f"config.dataset.color: {color!r}; expected one of {', '.join(COLORS)}")
   return color
 
 
@@ -135,22 +138,23 @@ def open_source(dataset_cfg, split: str):
     s = dataset_cfg.synthetic
     sizes = {"train": s.num_train, "val": s.num_val, "test": s.num_test}
     if split not in sizes:
-      raise ValueError(f"synthetic dataset: split {split!r} not in {sorted(sizes)}")
+      raise ConfigError(f"synthetic dataset: split {split!r} not in {sorted(sizes)}")
     source = synthetic.SyntheticSource(split, sizes[split], s.seed, tuple(s.size_range))
   else:
     builder = prepare(dataset_cfg)
     if split not in builder.info.splits:
-      raise ValueError(f"{builder.builder_config.name}: no split {split!r}; it has "
-                       f"{sorted(builder.info.splits)}")
+      raise ConfigError(f"{builder.builder_config.name}: no split {split!r}; it has "
+                        f"{sorted(builder.info.splits)}")
     source = _TfdsSource(builder.as_data_source(split=split))
   return source if color == "grey" else _RGBSource(source, color == "rgb_imagenet")
 
 
 @dataclasses.dataclass
 class FolderSource:
-  """The images of a folder as a source (for ``--mode=predict``): read one at a time, on demand,
-  by the same rule as the dataset (imageio; ``rgb``: PIL ``convert('RGB')``, as the tfds
-  ``image_rgb`` feature); ``mask`` is all zeros (there is none)."""
+  """The images of a folder as a source (for ``--mode=predict``): each file read (once) when
+  asked for, by the same rule as the dataset (imageio; ``rgb``: PIL ``convert('RGB')``, as the
+  tfds ``image_rgb`` feature); ``mask`` is all zeros (there is none). An unreadable file raises
+  ``DataError`` naming it."""
   paths: list
   rgb: bool = False
 
@@ -162,12 +166,9 @@ class FolderSource:
       return im.size[1], im.size[0]
 
   def __getitem__(self, i: int) -> dict:
-    image = imageio.read_grayscale(self.paths[i])
-    mask = np.zeros_like(image)
-    if self.rgb:
-      with Image.open(self.paths[i]) as im:
-        image = np.asarray(im.convert("RGB"), np.uint8)
-    return {"image": image, "mask": mask, "id": self.paths[i]}
+    image = imageio.read_image(self.paths[i], self.rgb)
+    return {"image": image, "mask": np.zeros(image.shape[:2] + (1,), np.uint8),
+            "id": self.paths[i]}
 
 
 def mean_std(source) -> tuple:
@@ -201,8 +202,8 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_
   Gaussian blur of the image with a random radius in [0, 1) with probability ``blur_p``.
   """
   if scale_reference not in SCALE_REFERENCES:
-    raise ValueError(f"config.input.scale_reference: {scale_reference!r}; expected one of "
-                     f"{SCALE_REFERENCES}")
+    raise ConfigError(f"config.input.scale_reference: {scale_reference!r}; expected one of "
+                      f"{SCALE_REFERENCES}")
   # RGB images (config.dataset.color) go through PIL as RGB: the same resize/blur per channel.
   img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
   msk = Image.fromarray(mask[..., 0])
@@ -242,8 +243,8 @@ PROTOCOLS = ("acm", "native")
 
 def check_protocol(protocol: str, field: str = "config.eval.protocol") -> str:
   if protocol not in PROTOCOLS:
-    raise ValueError(f"{field}: unknown evaluation protocol {protocol!r}; expected one of "
-                     f"{', '.join(PROTOCOLS)}")
+    raise ConfigError(f"{field}: unknown evaluation protocol {protocol!r}; expected one of "
+                      f"{', '.join(PROTOCOLS)}")
   return protocol
 
 
@@ -292,11 +293,11 @@ class TrainLoader:
 
   def __post_init__(self):
     if self.global_batch % self.process_count:
-      raise ValueError(f"batch size {self.global_batch} is not divisible by the "
-                       f"{self.process_count} processes")
+      raise ConfigError(f"{self.global_batch} is not divisible by the {self.process_count} "
+                        "processes", "config.batch_size")
     if len(self.source) < self.global_batch:
-      raise ValueError(f"the training split has {len(self.source)} examples, fewer than one batch "
-                       f"of {self.global_batch}")
+      raise ConfigError(f"the training split has {len(self.source)} examples, fewer than one "
+                        f"batch of {self.global_batch}", "config.batch_size")
     self._pool = concurrent.futures.ThreadPoolExecutor(self.workers)
 
   @property
@@ -379,17 +380,26 @@ class EvalLoader:
   def __post_init__(self):
     check_protocol(self.protocol)
     if self.batch_size % self.process_count:
-      raise ValueError(f"eval batch {self.batch_size} not divisible by {self.process_count} processes")
+      raise ConfigError(f"{self.batch_size} is not divisible by the {self.process_count} processes",
+                        "config.input.eval_batch_size")
+
+  def bucket(self, h: int, w: int) -> tuple[int, int]:
+    """The batch shape of an image evaluated at (h, w); acm: every image is base x base already,
+    one shape and no padding."""
+    return (h, w) if self.protocol == "acm" else bucket_shape(h, w, self.pad_multiple)
+
+  @functools.cached_property
+  def plan(self) -> list:
+    """[(bucket shape, source indices)] per batch. Computed on first use, so a loader that only
+    batches single examples (``single``, predict) never sizes the whole source."""
     buckets = collections.defaultdict(list)
     for i in range(len(self.source)):
-      h, w = evaluated_size(self.source, i, self.protocol, self.base_size)
-      # acm: every image is base x base already, one shape and no padding.
-      shape = (h, w) if self.protocol == "acm" else bucket_shape(h, w, self.pad_multiple)
-      buckets[shape].append(i)
-    self.plan = [(shape, idx[k:k + self.batch_size]) for shape, idx in sorted(buckets.items())
-                 for k in range(0, len(idx), self.batch_size)]
+      buckets[self.bucket(*evaluated_size(self.source, i, self.protocol, self.base_size))].append(i)
+    plan = [(shape, idx[k:k + self.batch_size]) for shape, idx in sorted(buckets.items())
+            for k in range(0, len(idx), self.batch_size)]
     logging.info("eval (%s protocol): %d images in %d bucket shapes, %d batches", self.protocol,
-                 len(self.source), len(buckets), len(self.plan))
+                 len(self.source), len(buckets), len(plan))
+    return plan
 
   def prepare(self, ex: dict) -> tuple[np.ndarray, np.ndarray]:
     """One example as evaluated: (normalised image (H, W, C), mask (H, W, 1))."""
@@ -403,27 +413,39 @@ class EvalLoader:
       idx = list(idx) + [None] * (self.batch_size - len(idx))
       yield self._batch(idx[lo:lo + local], bh, bw)
 
+  def single(self, ex: dict, index: int = 0) -> dict:
+    """A batch of one example already read, in its bucket shape: predict streams a folder this
+    way, reading each file once and holding one image at a time."""
+    prepared = self.prepare(ex)
+    batch = self._empty(1, *self.bucket(*prepared[1].shape[:2]))
+    self._put(batch, 0, index, ex, prepared)
+    return batch
+
+  def _empty(self, n: int, bh: int, bw: int) -> dict:
+    return {"image": np.zeros((n, bh, bw, self.channels), np.float32),
+            "mask": np.zeros((n, bh, bw, 1), np.float32),
+            "valid": np.zeros((n, bh, bw, 1), np.float32), "weight": np.zeros((n,), np.float32),
+            "index": [-1] * n, "ids": [None] * n, "sizes": [(0, 0)] * n,
+            "orig_sizes": [(0, 0)] * n}
+
+  def _put(self, batch: dict, k: int, i: int, ex: dict, prepared: tuple):
+    image, mask = prepared
+    h, w = mask.shape[:2]
+    batch["image"][k, :h, :w] = image
+    batch["mask"][k, :h, :w] = mask
+    batch["valid"][k, :h, :w] = 1
+    batch["weight"][k] = 1
+    batch["index"][k] = i
+    batch["ids"][k] = ex["id"]
+    batch["sizes"][k] = (h, w)
+    batch["orig_sizes"][k] = tuple(ex["image"].shape[:2])
+
   def _batch(self, mine: list, bh: int, bw: int) -> dict:
-    n = len(mine)
-    batch = {"image": np.zeros((n, bh, bw, self.channels), np.float32),
-             "mask": np.zeros((n, bh, bw, 1), np.float32),
-             "valid": np.zeros((n, bh, bw, 1), np.float32), "weight": np.zeros((n,), np.float32),
-             "index": [-1] * n, "ids": [None] * n, "sizes": [(0, 0)] * n,
-             "orig_sizes": [(0, 0)] * n}
+    batch = self._empty(len(mine), bh, bw)
     for k, i in enumerate(mine):
-      if i is None:
-        continue
-      ex = self.source[i]
-      image, mask = self.prepare(ex)
-      h, w = mask.shape[:2]
-      batch["image"][k, :h, :w] = image
-      batch["mask"][k, :h, :w] = mask
-      batch["valid"][k, :h, :w] = 1
-      batch["weight"][k] = 1
-      batch["index"][k] = i
-      batch["ids"][k] = ex["id"]
-      batch["sizes"][k] = (h, w)
-      batch["orig_sizes"][k] = tuple(ex["image"].shape[:2])
+      if i is not None:
+        ex = self.source[i]
+        self._put(batch, k, i, ex, self.prepare(ex))
     return batch
 
 

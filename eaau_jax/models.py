@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eaau_jax.errors import ConfigError
+
 # BatchNorm momentum 0.9 is PyTorch/MXNet's 0.1 (theirs weights the new batch, Flax's the old stats).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -301,7 +303,7 @@ def upsampler(kind: str, features: int, name: str) -> nn.Module:
                             kernel_init=conv_init, name=name)
   if kind == "subpixel":
     return SubPixelUpsample(features, name=name)
-  raise ValueError(f"config.model.upsampling: unknown {kind!r}; expected one of {UPSAMPLINGS}")
+  raise ConfigError(f"config.model.upsampling: unknown {kind!r}; expected one of {UPSAMPLINGS}")
 
 
 def input_masks(n: int, h: int, w: int, valid: Optional[jax.Array]):
@@ -353,8 +355,8 @@ class EAAUNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, valid=None):
     if self.fusion not in FUSIONS:
-      raise ValueError(f"config.model.fusion: unknown {self.fusion!r}; expected one of "
-                       f"{sorted(FUSIONS)}")
+      raise ConfigError(f"config.model.fusion: unknown {self.fusion!r}; expected one of "
+                        f"{sorted(FUSIONS)}")
     if x.ndim != 4:
       raise ValueError(f"EAAUNet expects (N, H, W, C) input, got shape {x.shape}")
     n, h, w, _ = x.shape
@@ -399,13 +401,14 @@ def model_from_config(config) -> nn.Module:
   name = fields.pop("name", "eaau_net")
   models = registry()
   if name not in models:
-    raise ValueError(f"config.model.name: unknown model {name!r}; expected one of {sorted(models)}")
+    raise ConfigError(f"config.model.name: unknown model {name!r}; expected one of "
+                      f"{sorted(models)}")
   cls = models[name]
   known = set(cls.__dataclass_fields__) - {"parent", "name"}
   unknown = set(fields) - known
   if unknown:
-    raise ValueError(f"config.model has fields {sorted(unknown)} that {name} does not have; "
-                     f"known: {sorted(known)}")
+    raise ConfigError(f"fields {sorted(unknown)} that {name} does not have; known: "
+                      f"{sorted(known)}", "config.model")
   if "widths" in fields:
     fields["widths"] = tuple(fields["widths"])
   return cls(**fields)

@@ -29,6 +29,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
+from eaau_jax.errors import CheckpointError
+
 LIST_MAGIC = 0x112
 ARRAY_MAGIC_V2 = 0xF993FAC9
 ARRAY_MAGIC_V3 = 0xF993FACA
@@ -36,11 +38,11 @@ DTYPES = {0: np.float32, 1: np.float64, 2: np.float16, 3: np.uint8, 4: np.int32,
           6: np.int64, 7: np.bool_}
 
 
-class ParamsFormatError(ValueError):
+class ParamsFormatError(CheckpointError):
   """A malformed .params file; the message names the file and the byte offset."""
 
 
-class ImportMismatch(ValueError):
+class ImportMismatch(CheckpointError):
   """The arrays do not fit the Flax variables; the message names the first offending name."""
 
 

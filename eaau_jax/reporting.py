@@ -1,15 +1,14 @@
-"""Metric writers and progress reports, with CLU where TensorFlow is installed.
+"""Metric writers: TensorBoard events with CLU where TensorFlow is installed, and metrics.jsonl.
 
-CLU's ``metric_writers`` and ``periodic_actions`` import TensorFlow; the GPU machines have none. So
-both are imported lazily, with plain-logging fallbacks that keep the same calls. Every scalar also
-goes to ``<workdir>/metrics.jsonl`` (one JSON object per write), readable with no TensorFlow.
+CLU's ``metric_writers`` import TensorFlow; the GPU machines have none. So it is imported lazily,
+and every scalar also goes to ``<workdir>/metrics.jsonl`` (one JSON object per write), readable
+with no TensorFlow. Progress (steps/s, ETA) is ``progress.py``'s.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,19 +40,6 @@ class JsonlWriter:
     pass
 
 
-class LogWriter(JsonlWriter):
-  """Fallback for CLU's LoggingWriter: scalars to the log (and to no TensorBoard)."""
-
-  def __init__(self):
-    pass
-
-  def write_scalars(self, step, scalars):
-    logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.6g}" for k, v in scalars.items()))
-
-  def write_hparams(self, hparams):
-    logging.info("hparams: %s", hparams)
-
-
 class MultiWriter:
   def __init__(self, writers):
     self.writers = writers
@@ -66,50 +52,18 @@ class MultiWriter:
 
 
 def create_writer(workdir: str, is_main: bool = True):
-  """TensorBoard + log writer (CLU) on the main process, plus metrics.jsonl; logging elsewhere."""
-  writers = []
+  """TensorBoard events (CLU's SummaryWriter) and metrics.jsonl on the main process; nothing
+  elsewhere. No scalar goes to the log: progress.TrainProgress logs one line per log step, and
+  CLU's LoggingWriter would add a line per write (several per step, over a live bar)."""
+  if not is_main:
+    return MultiWriter([])
+  writers = [JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
   try:
     from clu import metric_writers
-    writers.append(metric_writers.create_default_writer(workdir, just_logging=not is_main,
-                                                        asynchronous=False))
+    writers.insert(0, metric_writers.SummaryWriter(workdir))
   except ImportError as e:  # no TensorFlow: no TensorBoard events, say so once
-    logging.warning("CLU metric writers unavailable (%s); logging scalars only", e)
-    writers.append(LogWriter())
-  if is_main:
-    writers.append(JsonlWriter(os.path.join(workdir, "metrics.jsonl")))
+    logging.warning("CLU metric writers unavailable (%s); metrics.jsonl only", e)
   return MultiWriter(writers)
-
-
-class _PlainProgress:
-  """Fallback for clu.periodic_actions.ReportProgress: steps/s and ETA to the log and writer."""
-
-  def __init__(self, num_train_steps, writer, every_steps):
-    self._total, self._writer, self._every = num_train_steps, writer, every_steps
-    self._last = None
-
-  def __call__(self, step, t=None):
-    t = time.monotonic() if t is None else t
-    if self._last is None:
-      self._last = (step, t)
-      return
-    if step % self._every and step != self._total:
-      return
-    s0, t0 = self._last
-    rate = (step - s0) / max(t - t0, 1e-9)
-    eta = (self._total - step) / max(rate, 1e-9)
-    self._writer.write_scalars(step, {"steps_per_sec": rate})
-    logging.info("step %d/%d: %.2f steps/s, ETA %.0f min", step, self._total, rate, eta / 60)
-    self._last = (step, t)
-
-
-def create_progress(num_train_steps: int, writer, every_steps: int):
-  try:
-    from clu import periodic_actions
-    # Steps only (no every_secs): reports land on log steps, where the loop has synced the device.
-    return periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
-                                           every_steps=every_steps, every_secs=None)
-  except ImportError:
-    return _PlainProgress(num_train_steps, writer, every_steps)
 
 
 def prediction_panels(images: np.ndarray, logits: np.ndarray, masks: np.ndarray) -> np.ndarray:

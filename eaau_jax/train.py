@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -21,7 +22,9 @@ from absl import logging
 from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec
 
-from eaau_jax import checkpoints, input_pipeline, losses, metrics, models, reporting
+from eaau_jax import checkpoints, input_pipeline, losses, metrics, models, progress, reporting
+from eaau_jax import summary as summaries
+from eaau_jax.errors import ConfigError
 
 
 class TrainState(train_state.TrainState):
@@ -35,7 +38,7 @@ def learning_rate_schedule(o: ml_collections.ConfigDict, total_steps: int) -> op
   elif o.schedule == "cosine":
     main = optax.cosine_decay_schedule(o.learning_rate, max(total_steps - o.warmup_steps, 1))
   else:
-    raise ValueError(f"config.optimizer.schedule: {o.schedule!r}; expected constant or cosine")
+    raise ConfigError(f"config.optimizer.schedule: {o.schedule!r}; expected constant or cosine")
   if not o.warmup_steps:
     return main
   warmup = optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps)
@@ -82,7 +85,7 @@ def create_optimizer(o: ml_collections.ConfigDict, total_steps: int,
   chain = []
   if o.name == "adagrad":
     if o.form not in ADAGRAD_FORMS:
-      raise ValueError(f"config.optimizer.form: {o.form!r}; expected one of {ADAGRAD_FORMS}")
+      raise ConfigError(f"config.optimizer.form: {o.form!r}; expected one of {ADAGRAD_FORMS}")
     if o.form == "pytorch":
       if o.weight_decay:
         chain.append(optax.add_decayed_weights(o.weight_decay))
@@ -97,7 +100,7 @@ def create_optimizer(o: ml_collections.ConfigDict, total_steps: int,
       chain.append(optax.add_decayed_weights(o.weight_decay))
     chain.append(optax.scale_by_adam())
   else:
-    raise ValueError(f"config.optimizer.name: {o.name!r}; expected adagrad or adam")
+    raise ConfigError(f"config.optimizer.name: {o.name!r}; expected adagrad or adam")
   chain.append(optax.scale_by_learning_rate(learning_rate_schedule(o, total_steps)))
   return optax.chain(*chain)
 
@@ -174,13 +177,14 @@ def compile_steps(config, mesh):
 
 
 # ---------------------------------------------------------------- evaluation
-def evaluate(state, loader: input_pipeline.EvalLoader, p_eval, mesh, num_panels: int = 0):
+def evaluate(state, loader: input_pipeline.EvalLoader, p_eval, mesh, num_panels: int = 0,
+             desc: str = "val"):
   """Every metric of the protocol (metrics.py) over one split, a few prediction panels, and the
-  PR/ROC curves."""
+  PR/ROC curves. On a terminal a bar (``desc``) counts the batches, and goes when done."""
   seg = metrics.SegmentationMetrics.empty()
   pdfa = metrics.PdFa()
   panels = []
-  for batch in loader:
+  for batch in progress.bar(loader, len(loader.plan), desc, "batch", leave=False):
     state_seg, logits = p_eval(state, input_pipeline.to_global(mesh, batch))
     seg = seg.merge(jax.device_get(state_seg))
     shards = sorted(logits.addressable_shards, key=lambda s: s.index[0].start or 0)
@@ -222,11 +226,25 @@ def check_divisible(config):
   for field, value in (("batch_size", config.batch_size),
                        ("input.eval_batch_size", config.input.eval_batch_size)):
     if value % n:
-      raise ValueError(f"config.{field} = {value} is not divisible by the {n} devices")
+      raise ConfigError(f"{value} is not divisible by {n} devices", f"config.{field}",
+                        f"a multiple of {n}: --config.{field}={max(n, value // n * n)}")
+
+
+def _write_train_metrics(writer, history: list, step: int, learning_rate: float) -> float:
+  """Means of the steps since the last log step to the writer; returns the mean loss. Fetching
+  them waits for the device, which is why progress is timed on these steps."""
+  means = {f"train_{k}": float(np.mean([jax.device_get(m[k]) for m in history]))
+           for k in history[0]}
+  means["learning_rate"] = learning_rate
+  writer.write_scalars(step, means)
+  return means["train_loss"]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains, evaluating on ``config.dataset.eval_split``; resumes from ``workdir`` if it can."""
+  """Trains, evaluating on ``config.dataset.eval_split``; resumes from ``workdir`` if it can.
+  Ends by printing the best and last val metrics, what was written where and the commands to go
+  on (summary.training)."""
+  t0 = time.monotonic()
   os.makedirs(workdir, exist_ok=True)
   check_divisible(config)
   mesh = input_pipeline.make_mesh()
@@ -260,8 +278,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   p_train, p_eval = compile_steps(config, mesh)
   lr_fn = learning_rate_schedule(config.optimizer, total_steps)
-  progress = reporting.create_progress(total_steps, writer, config.log_every_steps)
-
+  report = progress.TrainProgress(total_steps, steps_per_epoch, writer, config.log_every_steps,
+                                  show=is_main)
   tag = f"val_{eval_loader.protocol}"  # every logged number names its protocol
 
   def evaluate_and_log(state, step):
@@ -272,6 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info("step %d (epoch %.1f): %s protocol: val IoU %.4f nIoU %.4f Pd %.4f Fa %.3g "
                  "F-area %.4f", step, step / steps_per_epoch, eval_loader.protocol, result["iou"],
                  result["niou"], result["pd"], result["fa"], result["f_area"])
+    report.val(result["iou"], step)
     return result
 
   if start == 0:
@@ -283,15 +302,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state, step_metrics = p_train(state, input_pipeline.to_global(mesh, batch))
       history.append(step_metrics)
       step += 1
+      loss = None
       if step % config.log_every_steps == 0 or step == total_steps:
-        summary = {f"train_{k}": float(np.mean([jax.device_get(m[k]) for m in history]))
-                   for k in history[0]}
-        summary["learning_rate"] = float(lr_fn(step - 1))
-        writer.write_scalars(step, summary)
+        loss = _write_train_metrics(writer, history, step, float(lr_fn(step - 1)))
         history = []
-      # After the fetch above has waited for the device: with asynchronous dispatch the time
-      # between two calls would otherwise measure dispatch, not training.
-      progress(step)
+      report(step, loss)
       if step % config.checkpoint_every_steps == 0:
         ckpt.save(step, state, meta)
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
@@ -300,4 +315,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   ckpt.save(step, state, meta)
   ckpt.close()
   writer.flush()
+  report.close()
+  summaries.emit(summaries.training(workdir, eval_loader.protocol, config.dataset.eval_split, step,
+                                    total_steps, config.num_epochs, time.monotonic() - t0, start),
+                 show=is_main)
   return state

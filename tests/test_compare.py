@@ -143,6 +143,8 @@ def test_compare_report_matches_eval_and_an_independent_detector_score(trained, 
     truth = mask[..., 0] > 0
     inter, union = inter + (pred & truth).sum(), union + (pred | truth).sum()
   assert rows["tophat"]["iou"] == pytest.approx(inter / union, abs=1e-9)
+  for r in report["rows"]:  # logit 0 is on the curve grid: the best threshold is at least as good
+    assert compare.best_threshold_iou(r["curves"])[0] >= r["metrics"]["iou"] - 1e-9
   for png in report["pngs"]:
     assert os.path.getsize(tmp_path / png) > 1000
   md = open(tmp_path / "compare_test_acm.md").read()
@@ -155,6 +157,13 @@ def test_compare_report_matches_eval_and_an_independent_detector_score(trained, 
                                  str(tmp_path / "m" / "compare_test_acm"))
   assert [r["label"] for r in merged["rows"]] == ["unet", "tophat", "fkrw"]
   assert all(os.path.exists(tmp_path / "m" / p) for p in merged["pngs"])
+
+
+def test_best_threshold_iou_by_hand():
+  # IoU = P R / (P + R - P R): 0.2, 0.3 / 0.8 = 0.375, 0.2
+  curves = {"thresholds": [2.0, 0.0, -2.0], "precision": [1.0, 0.5, 0.2], "recall": [0.2, 0.6, 1.0]}
+  assert compare.best_threshold_iou(curves) == (pytest.approx(0.375), 0.0)
+  assert compare.best_threshold_iou({**curves, "precision": [0.0] * 3})[0] == 0.0
 
 
 @pytest.mark.skipif(not (os.path.isfile(ACM_WEIGHTS) and os.path.isdir(SIRST)),

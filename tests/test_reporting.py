@@ -1,4 +1,6 @@
-"""The plain fallbacks used where TensorFlow (and so CLU's writers) is missing."""
+"""metrics.jsonl (the record every run keeps, with or without TensorFlow) and the image panels.
+
+Progress reporting is tested in tests/test_cli.py."""
 
 import json
 
@@ -7,29 +9,9 @@ import numpy as np
 from eaau_jax import reporting
 
 
-class Recorder:
-  def __init__(self):
-    self.rows = []
-
-  def write_scalars(self, step, scalars):
-    self.rows.append((step, dict(scalars)))
-
-
-def test_plain_progress_reports_rate_on_every_steps_only():
-  w = Recorder()
-  p = reporting._PlainProgress(num_train_steps=40, writer=w, every_steps=8)
-  p(1, t=0.0)  # first call: baseline only
-  p(5, t=2.0)  # not a multiple of 8: nothing
-  p(8, t=3.0)
-  p(16, t=7.0)
-  p(40, t=8.0)  # the last step always reports
-  assert w.rows == [(8, {"steps_per_sec": 7 / 3.0}), (16, {"steps_per_sec": 2.0}),
-                    (40, {"steps_per_sec": 24.0})]
-
-
 def test_jsonl_writer_and_multiwriter(tmp_path):
   path = tmp_path / "metrics.jsonl"
-  w = reporting.MultiWriter([reporting.JsonlWriter(str(path)), reporting.LogWriter()])
+  w = reporting.MultiWriter([reporting.JsonlWriter(str(path))])
   w.write_scalars(3, {"loss": np.float32(0.5), "iou": 0.25})
   w.write_hparams({"lr": 0.05})
   w.flush()

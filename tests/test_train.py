@@ -11,18 +11,20 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from conftest import needs_sirst
 from configs import sirst, tiny
-from eaau_jax import checkpoints, evaluate, input_pipeline, models, train
+from eaau_jax import checkpoints, cli, evaluate, input_pipeline, models, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
 
 
-def run_main(*args, timeout=600, **popen):
+def run_main(*args, timeout=600, env=None, **popen):
   cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args]
-  return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout, **popen)
+  return subprocess.run(cmd, env={**ENV, **(env or {})}, capture_output=True, text=True,
+                        timeout=timeout, **popen)
 
 
 def read_jsonl(workdir):
@@ -146,6 +148,19 @@ def test_training_writes_events_checkpoints_and_logs(trained):
   best = [int(s) for s in os.listdir(os.path.join(workdir, "best")) if s.isdigit()]
   best_iou = max(r["val_native_iou"] for r in val if r["step"] > 0)
   assert len(best) == 1 and [r["val_native_iou"] for r in val if r["step"] == best[0]] == [best_iou]
+  # Not on a terminal: one log line per log step (tiny: every 2 steps; step 1 compiles, untimed),
+  # and none of CLU's per-write lines.
+  progress_lines = [l for l in r.stderr.splitlines() if "progress.py" in l]
+  assert [l.split("] ")[1].split(",")[0] for l in progress_lines] == [
+      f"step {s}/{last}" for s in range(2, last + 1, 2)]
+  assert "steps/s, ETA" in progress_lines[-1] and "loss 0." in progress_lines[-1]
+  assert "Setting work unit notes" not in r.stderr and "train_loss=" not in r.stderr
+  # The closing summary, on stdout.
+  assert f"Training done: step {last} of {last} (4 epochs)" in r.stdout
+  assert f"best   step {best[0]:>6}:  IoU {best_iou:.4f}" in r.stdout
+  assert f"last   step {last:>6}:  IoU {val[-1]['val_native_iou']:.4f}" in r.stdout
+  assert os.path.join(workdir, "best", str(best[0])) + " (best val IoU)" in r.stdout
+  assert f"main.py --mode=eval --workdir {workdir}" in r.stdout
 
 
 def test_kill_and_resume_gives_the_uninterrupted_result(trained, tmp_path):
@@ -166,9 +181,14 @@ def test_kill_and_resume_gives_the_uninterrupted_result(trained, tmp_path):
   proc.wait()
   killed_at = max(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
   assert killed_at < 16
-  r = run_main(*args)
+  r = run_main(*args, env={"EAAU_PROGRESS": "tty"})  # watched as on a terminal
   assert r.returncode == 0, r.stderr[-3000:]
   assert "Resumed from" in r.stderr
+  bar = r.stderr.splitlines()  # tqdm redraws one line with \r (text mode reads it as \n)
+  assert any(s.startswith("epoch 4/4: 100%") and "| 16/16 [" in s and "loss 0." in s
+             and "val IoU" in s for s in bar)
+  assert not any("progress.py" in line for line in r.stderr.splitlines())
+  assert f"resumed at step {killed_at}" in r.stdout
   step_a, a = final_params(trained[0])
   step_b, b = final_params(workdir)
   assert step_a == step_b == 16
@@ -223,22 +243,44 @@ def test_predict_writes_mask_and_overlay_for_any_size(trained, tmp_path):
   for name, (h, w) in sizes.items():
     Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(inp / name)
   (inp / "notes.txt").write_text("not an image")
+  (inp / "b0_broken.png").write_bytes(b"\x89PNG not really")  # sorted among the others
   out = tmp_path / "out"
-  r = run_main("--mode=predict", "--workdir", workdir, "--input", str(inp), "--output", str(out))
-  assert r.returncode == 0, r.stderr[-3000:]
+  r = run_main("--mode=predict", "--workdir", workdir, "--input", str(inp), "--output", str(out),
+               "--threshold", "0.3")
+  # The unreadable image is skipped, listed, and makes the exit status 1; the rest are written.
+  assert r.returncode == 1, r.stderr[-3000:]
+  assert r.stderr.rstrip().endswith(f"error: 1 image(s) could not be read "
+                                    f"({out / 'detections.json'} lists them)")
+  assert "Predicted 3 of 4 images" in r.stdout and "threshold 0.3" in r.stdout
+  assert r.stdout.rstrip().endswith("b0_broken.png: unreadable or corrupt image (cannot identify "
+                                    f"image file '{inp / 'b0_broken.png'}')")
+  det = json.load(open(out / "detections.json"))
+  assert (det["threshold"], det["protocol"]) == (0.3, "native")
+  assert det["threshold_logit"] == pytest.approx(np.log(0.3 / 0.7))
+  assert [d["file"] for d in det["unreadable"]] == ["b0_broken.png"]
+  assert [(d["file"], d["height"], d["width"]) for d in det["images"]] == [
+      (n, h, w) for n, (h, w) in sorted(sizes.items())]
   for name, (h, w) in sizes.items():
     stem = os.path.splitext(name)[0]
     mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
     assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
     ov = Image.open(out / f"{stem}_overlay.png")
     assert ov.size == (w, h) and ov.mode == "RGB"
-  assert sorted(os.listdir(out)) == sorted(f"{os.path.splitext(n)[0]}_{k}.png" for n in sizes
-                                          for k in ("mask", "overlay"))
+    # detections.json describes exactly the mask: one entry per 8-connected component.
+    targets = next(d["targets"] for d in det["images"] if d["file"] == name)
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3)))
+    assert len(targets) == n and sum(t["area"] for t in targets) == (mask > 0).sum()
+    assert all(t["peak_score"] > 0.3 for t in targets)
+  assert sorted(os.listdir(out)) == sorted([f"{os.path.splitext(n)[0]}_{k}.png" for n in sizes
+                                            for k in ("mask", "overlay")] + ["detections.json"])
   # Under `acm` the model sees base_size x base_size; masks come back at each image's own size.
+  # Watched as on a terminal: a bar counts the images.
+  os.remove(inp / "b0_broken.png")
   out_acm = tmp_path / "out_acm"
   r = run_main("--mode=predict", "--workdir", workdir, "--input", str(inp), "--output",
-               str(out_acm), "--protocol", "acm")
+               str(out_acm), "--protocol", "acm", env={"EAAU_PROGRESS": "tty"})
   assert r.returncode == 0, r.stderr[-3000:]
+  assert any(s.startswith("predict: 100%") and "3/3" in s for s in r.stderr.splitlines())
   for name, (h, w) in sizes.items():
     mask = np.asarray(Image.open(out_acm / f"{os.path.splitext(name)[0]}_mask.png"))
     assert mask.shape == (h, w)
@@ -246,7 +288,8 @@ def test_predict_writes_mask_and_overlay_for_any_size(trained, tmp_path):
 
 def test_predict_equals_eval_logits(trained):
   """--mode=predict and --mode=eval share one preprocessing path: the same image gives the same
-  logits through the eval loader (in a padded bucket) and the predict loader (alone)."""
+  logits through the eval loader (in a padded bucket of several) and as predict batches it
+  (``EvalLoader.single``: alone, in its own bucket shape)."""
   workdir, _ = trained
   mesh = input_pipeline.make_mesh(jax.devices()[:1])
   state, config, meta, _ = evaluate.restore(workdir, mesh)
@@ -262,27 +305,41 @@ def test_predict_equals_eval_logits(trained):
           batched[i] = logits[k, :h, :w]
     single = train.make_eval_loader(config, source, meta["mean"], meta["std"], protocol,
                                     batch_size=1)
-    for batch in single:
+    for i in range(len(source)):
+      batch = single.single(source[i], i)
       h, w = batch["sizes"][0]
-      alone = np.asarray(forward(state, batch["image"][:, :h, :w], None))[0]
-      np.testing.assert_allclose(alone, batched[batch["index"][0]], rtol=1e-4, atol=1e-4)
+      alone = np.asarray(forward(state, batch["image"], batch["valid"]))[0, :h, :w]
+      np.testing.assert_allclose(alone, batched[i], rtol=1e-4, atol=1e-4)
+    assert "plan" not in vars(single)  # predict never sized the whole folder
+
+
+def _error_lines(r):
+  """The error a person sees: exit status 2, no traceback, the last lines of stderr."""
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  return r.stderr.rstrip("\n").split("\n")[-2:]
 
 
 def test_clear_errors_for_missing_and_incompatible_checkpoints(trained, tmp_path):
   workdir, _ = trained
+  hint = ("hint: train one first (main.py --workdir DIR), or give --checkpoint: a workdir, its "
+          "checkpoints/ or best/ folder, or a step folder")
   r = run_main("--mode=eval", "--workdir", str(tmp_path / "nothing"))
-  assert r.returncode != 0 and "no such checkpoint or workdir" in r.stderr
+  assert _error_lines(r) == [f"error: no such checkpoint or workdir ({tmp_path / 'nothing'})", hint]
   (tmp_path / "empty").mkdir()
   r = run_main("--mode=eval", "--workdir", str(tmp_path / "empty"))
-  assert r.returncode != 0 and "no checkpoint found" in r.stderr
+  assert _error_lines(r) == ["error: no checkpoint found (looked in best/, checkpoints/ and the "
+                             f"path) ({tmp_path / 'empty'})", hint]
   r = run_main("--mode=eval", "--workdir", workdir, "--config",
                os.path.join(ROOT, "configs/tiny.py"), "--config.model.fusion=blam")
-  assert r.returncode != 0
-  assert "config's model differs from the checkpoint's: fusion: config 'blam' vs checkpoint 'eaa'" \
-      in r.stderr
+  best = [s for s in os.listdir(os.path.join(workdir, "best")) if s.isdigit()][0]
+  assert _error_lines(r) == [
+      "error: the config's model differs from the checkpoint's: fusion: config 'blam' vs "
+      f"checkpoint 'eaa' ({os.path.join(workdir, 'best', best)})",
+      "hint: leave out --config to use the checkpoint's own"]
   r = run_main("--mode=predict", "--workdir", workdir, "--input", str(tmp_path / "empty"),
                "--output", str(tmp_path / "o"))
-  assert r.returncode != 0 and "no images" in r.stderr
+  assert _error_lines(r)[-1] == (f"error: no images (.png, .bmp, .jpg, .jpeg, .tif, .tiff) found "
+                                 f"({tmp_path / 'empty'})")
 
 
 def test_divisibility_error_names_the_field(monkeypatch):
@@ -291,10 +348,10 @@ def test_divisibility_error_names_the_field(monkeypatch):
   config.batch_size, config.input.eval_batch_size = 6, 6
   train.check_divisible(config)
   config.input.eval_batch_size = 4
-  with pytest.raises(ValueError, match=r"config.input.eval_batch_size = 4 is not divisible by the 3"):
+  with pytest.raises(ValueError, match=r"config.input.eval_batch_size: 4 is not divisible by 3"):
     train.check_divisible(config)
   config.batch_size = 8
-  with pytest.raises(ValueError, match=r"config.batch_size = 8 is not divisible by the 3 devices"):
+  with pytest.raises(ValueError, match=r"config.batch_size: 8 is not divisible by 3 devices"):
     train.check_divisible(config)
 
 
@@ -344,15 +401,14 @@ def test_paper_adagrad_recipe_does_not_collapse_on_sirst(sirst_dataset):
 
 
 def test_distributed_initialisation_follows_flag_then_environment():
-  sys.path.insert(0, ROOT)
-  import main
-  assert main.wants_distributed(None, {}) is False
-  assert main.wants_distributed(None, {"SLURM_NTASKS": "1"}) is False
-  assert main.wants_distributed(None, {"SLURM_NTASKS": "4"}) is True
-  assert main.wants_distributed(None, {"OMPI_COMM_WORLD_SIZE": "2"}) is True
-  assert main.wants_distributed(None, {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}) is True
-  assert main.wants_distributed(False, {"SLURM_NTASKS": "4"}) is False
-  assert main.wants_distributed(True, {}) is True
+  wants_distributed = cli.wants_distributed  # main.py runs cli.run()
+  assert wants_distributed(None, {}) is False
+  assert wants_distributed(None, {"SLURM_NTASKS": "1"}) is False
+  assert wants_distributed(None, {"SLURM_NTASKS": "4"}) is True
+  assert wants_distributed(None, {"OMPI_COMM_WORLD_SIZE": "2"}) is True
+  assert wants_distributed(None, {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}) is True
+  assert wants_distributed(False, {"SLURM_NTASKS": "4"}) is False
+  assert wants_distributed(True, {}) is True
 
 
 def test_checkpoint_written_before_protocols_still_evaluates(tmp_path):

@@ -1,0 +1,93 @@
+"""Where the time of one JAX training step goes on this CPU (issue 10, item 3).
+
+Compiles the project's train step (train.compile_steps) for configs/sirst.py's model, batch 8,
+prints XLA's cost analysis (FLOPs, bytes) and the compiled HLO's instruction counts, then traces
+--steps steps with jax.profiler and prints each class of XLA operation (the fusion or op name
+without its number: ynn_fusion = YNNPACK convolutions, reductions and dots; transpose_copy_fusion =
+layout copies; ...) with its share of the operation time summed over XLA's threads. Shares are
+meaningful on a busy machine too; seconds are not. XLA flags: set XLA_FLAGS.
+
+  python benchmarks/profile_step.py [--crop 256 --steps 2 --hlo step.hlo.txt]
+"""
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+
+from benchmarks.speed import batch_arrays, jax_state  # pylint: disable=g-import-not-at-top
+from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
+
+
+def compiled_step(crop: int):
+  config, mesh, state = jax_state()
+  x, t = batch_arrays(8, crop, crop)
+  batch = input_pipeline.to_global(mesh, {"image": x, "mask": t})
+  p_train, _ = train.compile_steps(config, mesh)
+  return p_train, state, batch
+
+
+def print_cost(p_train, state, batch, hlo_path=None):
+  compiled = p_train.lower(state, batch).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  print(f"XLA cost analysis: {cost.get('flops', 0) / 1e9:.1f} GFLOP, "
+        f"{cost.get('bytes accessed', 0) / 1e9:.1f} GB accessed per step")
+  hlo = compiled.as_text()
+  entry = hlo[hlo.index("\nENTRY"):]
+  names = re.findall(r"^\s*(?:ROOT )?%([\w\-]+?)(?:\.\d+)? = ", entry, re.M)
+  print("top-level HLO instructions:", dict(collections.Counter(names).most_common(12)))
+  if hlo_path:
+    with open(hlo_path, "w") as f:
+      f.write(hlo)
+
+
+def op_shares(trace_dir: str) -> collections.Counter:
+  """Seconds per operation class on XLA's worker threads, from the trace in ``trace_dir``."""
+  path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
+  shares = collections.Counter()
+  for plane in jax.profiler.ProfileData.from_file(path).planes:
+    for line in plane.lines:
+      if "XLAEigen" not in line.name:  # XLA's intra-op pool: where the operations run
+        continue
+      for ev in line.events:
+        if not ev.name.startswith(("ThunkExecutor", "end: ")):  # parents and markers
+          shares[re.sub(r"\.\d+$", "", ev.name)] += ev.duration_ns / 1e9
+  return shares
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--crop", type=int, default=256)
+  ap.add_argument("--steps", type=int, default=2)
+  ap.add_argument("--hlo", help="also write the compiled HLO text here")
+  args = ap.parse_args()
+  p_train, state, batch = compiled_step(args.crop)
+  print_cost(p_train, state, batch, args.hlo)
+  for _ in range(2):  # compile, then one more so the traced steps are steady
+    state, metrics = p_train(state, batch)
+    jax.block_until_ready(metrics)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(args.steps):
+        t0 = time.perf_counter()
+        state, metrics = p_train(state, batch)
+        jax.block_until_ready(metrics)
+        print(f"traced step: {time.perf_counter() - t0:.2f} s")
+    shares = op_shares(trace_dir)
+  total = sum(shares.values())
+  print(f"operation time on XLA's threads: {total:.2f} s over {args.steps} steps")
+  for name, seconds in shares.most_common(15):
+    print(f"  {name:32s} {100 * seconds / total:5.1f}%")
+
+
+if __name__ == "__main__":
+  main()

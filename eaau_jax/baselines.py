@@ -37,7 +37,7 @@ Deviations, all no-ops at the sizes the released nets ran at (multiples of 4, or
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -70,9 +70,9 @@ def conv(features: int, kernel: int, name: str, strides: int = 1, use_bias: bool
                  kernel_dilation=dilation, use_bias=use_bias, kernel_init=conv_init, name=name)
 
 
-def bn(train: bool, name: str, axis_name: Optional[str] = None, affine: bool = True):
+def bn(train: bool, name: str, affine: bool = True):
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                      use_scale=affine, use_bias=affine, axis_name=axis_name, name=name)
+                      use_scale=affine, use_bias=affine, name=name)
 
 
 def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -108,17 +108,16 @@ class BasicBlock(nn.Module):
   channels: int
   strides: int = 1
   downsample: bool = False
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     y = conv(self.channels, 3, "body.0", self.strides, use_bias=False)(x)
-    y = nn.relu(bn(train, "body.1", self.axis_name)(y))
+    y = nn.relu(bn(train, "body.1")(y))
     y = conv(self.channels, 3, "body.3", use_bias=False)(y)
-    y = bn(train, "body.4", self.axis_name)(y)
+    y = bn(train, "body.4")(y)
     if self.downsample:
       x = conv(self.channels, 1, "downsample.0", self.strides, use_bias=False)(x)
-      x = bn(train, "downsample.1", self.axis_name)(x)
+      x = bn(train, "downsample.1")(x)
     return nn.relu(x + y)
 
 
@@ -129,14 +128,13 @@ class ResStage(nn.Module):
   channels: int
   strides: int
   in_channels: int
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     downsample = self.channels != self.in_channels or self.strides != 1
     for i in range(self.blocks):
       x = BasicBlock(self.channels, self.strides if i == 0 else 1, downsample and i == 0,
-                     self.axis_name, name=str(i))(x, train)
+                     name=str(i))(x, train)
     return x
 
 
@@ -145,28 +143,27 @@ class FCNHead(nn.Module):
   Dropout (rng "dropout"), ``block.4`` 1x1 conv -> classes with bias."""
   classes: int = 1
   dropout: float = 0.1
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     y = conv(x.shape[-1] // 4, 3, "block.0", use_bias=False)(x)
-    y = nn.relu(bn(train, "block.1", self.axis_name)(y))
+    y = nn.relu(bn(train, "block.1")(y))
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
     return conv(self.classes, 1, "block.4")(y)
 
 
-def stem(x, train: bool, stem_width: int, tiny: bool, axis_name: Optional[str]):
+def stem(x, train: bool, stem_width: int, tiny: bool):
   """ACM's ``self.stem`` (names "stem.i" at the top level): input BN without affine, then
   tiny: 3x3 conv -> 2w (stride 1), BN, ReLU;  else: 3x3/2 conv -> w, BN, ReLU, 3x3 conv -> w, BN,
   ReLU, 3x3 conv -> 2w, BN, ReLU, 3x3/2 max-pool (pad 1)."""
-  x = bn(train, "stem.0", axis_name, affine=False)(x)
+  x = bn(train, "stem.0", affine=False)(x)
   if tiny:
     widths, strides = [2 * stem_width], [1]
   else:
     widths, strides = [stem_width, stem_width, 2 * stem_width], [2, 1, 1]
   for j, (width, s) in enumerate(zip(widths, strides)):
     x = conv(width, 3, f"stem.{3 * j + 1}", s, use_bias=False)(x)
-    x = nn.relu(bn(train, f"stem.{3 * j + 2}", axis_name)(x))
+    x = nn.relu(bn(train, f"stem.{3 * j + 2}")(x))
   if not tiny:
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
   return x
@@ -174,16 +171,16 @@ def stem(x, train: bool, stem_width: int, tiny: bool, axis_name: Optional[str]):
 
 # ---------------------------------------------------------------- ACM's cross-layer fusions
 
-def gate(x, train: bool, prefix: str, inter: int, out: int, pool: bool, axis_name=None):
+def gate(x, train: bool, prefix: str, inter: int, out: int, pool: bool):
   """[GAP ->] 1x1 conv (bias) -> BN -> ReLU -> 1x1 conv (bias) -> BN -> sigmoid, as a Gluon
   HybridSequential named ``prefix``: the GlobalAvgPool2D takes index 0 when present."""
   o = int(pool)
   if pool:
     x = x.mean(axis=(1, 2), keepdims=True)
   x = conv(inter, 1, f"{prefix}.{o}")(x)
-  x = nn.relu(bn(train, f"{prefix}.{o + 1}", axis_name)(x))
+  x = nn.relu(bn(train, f"{prefix}.{o + 1}")(x))
   x = conv(out, 1, f"{prefix}.{o + 3}")(x)
-  return nn.sigmoid(bn(train, f"{prefix}.{o + 4}", axis_name)(x))
+  return nn.sigmoid(bn(train, f"{prefix}.{o + 4}")(x))
 
 
 # fuse_mode -> (top-down gate pooled?, bottom-up gate pooled?) of the bi-directional modulations.
@@ -206,17 +203,16 @@ class ACMFuse(nn.Module):
   mode: str = "AsymBi"
   reduce: bool = False
   r: int = 4
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, xh, xl, train: bool):
-    c, ax = self.channels, self.axis_name
+    c = self.channels
     if self.reduce:
-      xh = nn.relu(bn(train, "feature_high.1", ax)(conv(c, 1, "feature_high.0")(xh)))
+      xh = nn.relu(bn(train, "feature_high.1")(conv(c, 1, "feature_high.0")(xh)))
     if self.mode in BI_MODES:
       td_pool, bu_pool = BI_MODES[self.mode]
-      td = gate(xh, train, "topdown", c // self.r, c, td_pool, ax)
-      bu = gate(xl, train, "bottomup", c // self.r, c, bu_pool, ax)
+      td = gate(xh, train, "topdown", c // self.r, c, td_pool)
+      bu = gate(xl, train, "bottomup", c // self.r, c, bu_pool)
       xs = 2 * xl * td + 2 * xh * bu
     elif self.mode == "DirectAdd":
       xs = xh + xl
@@ -225,11 +221,11 @@ class ACMFuse(nn.Module):
     elif self.mode in ("TopDownGlobal", "TopDownLocal"):
       pool = self.mode == "TopDownGlobal"
       a = xh.mean(axis=(1, 2), keepdims=True) if pool else xh
-      a = bn(train, f"global_att.{int(pool) + 1}", ax)(conv(c, 1, f"global_att.{int(pool)}")(a))
+      a = bn(train, f"global_att.{int(pool) + 1}")(conv(c, 1, f"global_att.{int(pool)}")(a))
       xs = xh + xl * nn.sigmoid(a)
     else:
       raise ValueError(f"fuse_mode {self.mode!r}: expected one of {', '.join(FUSE_MODES)}")
-    return nn.relu(bn(train, "post.1", ax)(conv(c, 3, "post.0")(xs)))
+    return nn.relu(bn(train, "post.1")(conv(c, 3, "post.0")(xs)))
 
 
 # ---------------------------------------------------------------- ACM-U-Net / ACM-FPN
@@ -243,25 +239,23 @@ class _ACMBase(nn.Module):
   tiny: bool = True
   classes: int = 1
   dropout: float = 0.1
-  axis_name: Optional[str] = None
 
   def mxnet_layout(self) -> dict:
     """Keyword arguments of ``mxnet_params.import_into`` for the released weights of this net."""
     return {"transposed": (), "fixed": dict(STEM_FIXED)}
 
   def stage(self, i: int, name: str, strides: int, in_channels: int) -> ResStage:
-    return ResStage(self.layers[i], self.channels[i + 1], strides, in_channels, self.axis_name,
-                    name=name)
+    return ResStage(self.layers[i], self.channels[i + 1], strides, in_channels, name=name)
 
   def encoder(self, x, train: bool):
-    x = stem(x, train, self.channels[0], self.tiny, self.axis_name)
+    x = stem(x, train, self.channels[0], self.tiny)
     c1 = self.stage(0, "layer1", 1, self.channels[1])(x, train)
     c2 = self.stage(1, "layer2", 2, self.channels[1])(c1, train)
     c3 = self.stage(2, "layer3", 2, self.channels[2])(c2, train)
     return c1, c2, c3
 
   def finish(self, out, size, train: bool):
-    pred = FCNHead(self.classes, self.dropout, self.axis_name, name="head")(out, train)
+    pred = FCNHead(self.classes, self.dropout, name="head")(out, train)
     return pred if self.tiny else resize_align_corners(pred, size)
 
 
@@ -283,7 +277,7 @@ class ACMUNet(_ACMBase):
                             kernel_init=conv_init, name=name)(x)
 
   def fuse(self, channels: int, name: str) -> ACMFuse:
-    return ACMFuse(channels, self.fuse_mode, False, axis_name=self.axis_name, name=name)
+    return ACMFuse(channels, self.fuse_mode, False, name=name)
 
   @nn.compact
   def __call__(self, x, train: bool = False, valid=None):
@@ -308,16 +302,16 @@ class ACMFPN(_ACMBase):
   @nn.compact
   def __call__(self, x, train: bool = False, valid=None):
     del valid  # unpadded inputs only (module docstring)
-    size, ch, ax = x.shape[1:3], self.channels, self.axis_name
+    size, ch = x.shape[1:3], self.channels
     c1, c2, out = self.encoder(x, train)
     if len(self.layers) == 4:
       c4 = self.stage(3, "layer4", 2, ch[3])(out, train)
       c4 = resize_align_corners(c4, out.shape[1:3])
-      out = ACMFuse(ch[3], self.fuse_mode, True, axis_name=ax, name="fuse34")(c4, out, train)
+      out = ACMFuse(ch[3], self.fuse_mode, True, name="fuse34")(c4, out, train)
     out = resize_align_corners(out, c2.shape[1:3])
-    out = ACMFuse(ch[2], self.fuse_mode, True, axis_name=ax, name="fuse23")(out, c2, train)
+    out = ACMFuse(ch[2], self.fuse_mode, True, name="fuse23")(out, c2, train)
     out = resize_align_corners(out, c1.shape[1:3])
-    out = ACMFuse(ch[1], self.fuse_mode, True, axis_name=ax, name="fuse12")(out, c1, train)
+    out = ACMFuse(ch[1], self.fuse_mode, True, name="fuse12")(out, c1, train)
     return self.finish(out, size, train)
 
 
@@ -370,20 +364,19 @@ class ALCFuse(nn.Module):
     asymbi:         pooled gate(x) * residual + per-pixel gate(residual) * x (inner C // 2)."""
   channels: int
   mode: str = "bottomuplocal"
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, residual, train: bool):
-    c, ax = self.channels, self.axis_name
-    x, residual = bn(train, "bn1", ax)(x), bn(train, "bn2", ax)(residual)
+    c = self.channels
+    x, residual = bn(train, "bn1")(x), bn(train, "bn2")(residual)
     if self.mode in ("bottomuplocal", "bottomupglobal"):
-      wei = gate(residual, train, "bottomup_att", c, c, self.mode == "bottomupglobal", ax)
+      wei = gate(residual, train, "bottomup_att", c, c, self.mode == "bottomupglobal")
       return wei * x + residual
     if self.mode == "topdownlocal":
-      return x + gate(x, train, "topdown_att", c, c, False, ax) * residual
+      return x + gate(x, train, "topdown_att", c, c, False) * residual
     if self.mode == "asymbi":
-      td = gate(x, train, "topdown_att", c // 2, c, True, ax)
-      return td * residual + gate(residual, train, "bottomup_att", c // 2, c, False, ax) * x
+      td = gate(x, train, "topdown_att", c // 2, c, True)
+      return td * residual + gate(residual, train, "bottomup_att", c // 2, c, False) * x
     raise ValueError(f"pyramid_fuse {self.mode!r}: expected one of {', '.join(PYRAMID_FUSES)}")
 
 
@@ -403,7 +396,6 @@ class ALCNet(nn.Module):
   pyramid_fuse: str = "bottomuplocal"
   classes: int = 1
   dropout: float = 0.1
-  axis_name: Optional[str] = None
 
   def mxnet_layout(self) -> dict:
     return {"transposed": (), "fixed": dict(STEM_FIXED)}
@@ -420,26 +412,26 @@ class ALCNet(nn.Module):
       return x + residual
     if self.pyramid_fuse == "max":
       return jnp.maximum(x, residual)
-    return ALCFuse(self.channels[1], self.pyramid_fuse, self.axis_name,
+    return ALCFuse(self.channels[1], self.pyramid_fuse,
                    name=f"{self.pyramid_fuse}_fpn_{level}")(x, residual, train)
 
   def dec(self, x, name: str, train: bool):
     x = conv(self.channels[1], 1, f"{name}.0", use_bias=False)(x)
-    return nn.relu(bn(train, f"{name}.1", self.axis_name)(x))
+    return nn.relu(bn(train, f"{name}.1")(x))
 
   @nn.compact
   def __call__(self, x, train: bool = False, valid=None):
     del valid  # unpadded inputs only (module docstring)
-    ch, ax = self.channels, self.axis_name
-    x = stem(x, train, ch[0], True, ax)
-    c1 = ResStage(self.layers[0], ch[1], 1, ch[1], ax, name="layer1")(x, train)
-    c2 = ResStage(self.layers[1], ch[2], 2, ch[1], ax, name="layer2")(c1, train)
-    c3 = ResStage(self.layers[2], ch[3], 2, ch[2], ax, name="layer3")(c2, train)
+    ch = self.channels
+    x = stem(x, train, ch[0], True)
+    c1 = ResStage(self.layers[0], ch[1], 1, ch[1], name="layer1")(x, train)
+    c2 = ResStage(self.layers[1], ch[2], 2, ch[1], name="layer2")(c1, train)
+    c3 = ResStage(self.layers[2], ch[3], 2, ch[2], name="layer3")(c2, train)
     c3pcm = resize_align_corners(self.dec(self.contrast(c3), "dec_c3", train), c2.shape[1:3])
     c2pcm = self.dec(self.contrast(c2), "dec_c2", train)
     c23 = resize_align_corners(self.fuse(c3pcm, c2pcm, 2, train), c1.shape[1:3])
     out = self.fuse(c23, self.contrast(c1), 1, train)
-    return FCNHead(self.classes, self.dropout, ax, name="head")(out, train)
+    return FCNHead(self.classes, self.dropout, name="head")(out, train)
 
 
 BASELINES: dict[str, type[nn.Module]] = {

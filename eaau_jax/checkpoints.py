@@ -38,9 +38,12 @@ def upgrade_config(stored: dict) -> ml_collections.ConfigDict:
 
 
 def _manager(directory: str, **options) -> ocp.CheckpointManager:
+  # Asynchronous: ``save`` copies the state to host memory and returns; a background thread
+  # writes it while training goes on. ``Checkpoints.close`` waits for it (before a run exits).
   return ocp.CheckpointManager(
       os.path.abspath(directory), item_names=ITEMS,
-      options=ocp.CheckpointManagerOptions(create=True, **options))
+      options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=True,
+                                           **options))
 
 
 def _abstract(state, mesh):

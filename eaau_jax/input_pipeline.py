@@ -36,13 +36,21 @@ DATA_AXIS = "data"
 
 # ---------------------------------------------------------------- sources
 class _TfdsSource:
-  """tfds data source with ``id`` as str."""
+  """tfds data source with ``id`` as str. ``headers``: the same records with the pixel features
+  left undecoded, so ``image_size`` reads the stored ``size`` without decompressing the image."""
 
-  def __init__(self, ds):
+  def __init__(self, ds, headers=None):
     self._ds = ds
+    self._headers = headers
 
   def __len__(self):
     return len(self._ds)
+
+  def image_size(self, i: int) -> tuple[int, int]:
+    if self._headers is None:  # a build without the `size` feature
+      return tuple(self[i]["mask"].shape[:2])
+    h, w = self._headers[i]["size"]
+    return int(h), int(w)
 
   def __getitem__(self, i):
     ex = dict(self._ds[i])
@@ -123,11 +131,25 @@ class _RGBSource:
   def __len__(self):
     return len(self._base)
 
+  def image_size(self, i: int) -> tuple[int, int]:
+    return stored_size(self._base, i)
+
   def __getitem__(self, i):
     ex = dict(self._base[i])
     rgb = ex.pop("image_rgb", None)
     ex["image"] = np.asarray(rgb) if rgb is not None else np.repeat(ex["image"], 3, axis=-1)
     return ex
+
+
+def _headers(builder, split: str):
+  """The split's records with ``size`` decoded and the pixel features skipped (None where the
+  build has no ``size``)."""
+  import tensorflow_datasets as tfds
+  features = builder.info.features
+  if "size" not in features:
+    return None
+  skip = {k: tfds.decode.SkipDecoding() for k in ("image", "image_rgb", "mask") if k in features}
+  return builder.as_data_source(split=split, decoders=skip)
 
 
 def open_source(dataset_cfg, split: str):
@@ -145,7 +167,7 @@ def open_source(dataset_cfg, split: str):
     if split not in builder.info.splits:
       raise ConfigError(f"{builder.builder_config.name}: no split {split!r}; it has "
                         f"{sorted(builder.info.splits)}")
-    source = _TfdsSource(builder.as_data_source(split=split))
+    source = _TfdsSource(builder.as_data_source(split=split), _headers(builder, split))
   return source if color == "grey" else _RGBSource(source, color == "rgb_imagenet")
 
 
@@ -344,13 +366,20 @@ def bucket_shape(h: int, w: int, multiple: int) -> tuple[int, int]:
   return (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
 
 
+def stored_size(source, i: int) -> tuple[int, int]:
+  """(H, W) of example ``i`` as stored: from the source's ``image_size`` where it has one (the
+  tfds ``size`` feature, a file's header, the synthetic seed), else by decoding the example."""
+  size_of = getattr(source, "image_size", None)
+  if size_of is not None:
+    return tuple(size_of(i))
+  return tuple(source[i]["mask"].shape[:2])
+
+
 def evaluated_size(source, i: int, protocol: str, base_size: int) -> tuple[int, int]:
-  """(H, W) at which example ``i`` is evaluated, decoding it only when nothing else tells."""
+  """(H, W) at which example ``i`` is evaluated."""
   if protocol == "acm":
     return base_size, base_size
-  if hasattr(source, "image_size"):  # e.g. FolderSource reads the file header only
-    return source.image_size(i)
-  return tuple(source[i]["mask"].shape[:2])
+  return stored_size(source, i)
 
 
 @dataclasses.dataclass

@@ -50,9 +50,10 @@ def masked_mean(x: jax.Array, valid: Optional[jax.Array], axis=(1, 2)) -> jax.Ar
   return (x * valid).sum(axis=axis, keepdims=True) / count
 
 
-def batch_norm(train: bool, axis_name: Optional[str], name: Optional[str] = None, **kw) -> nn.BatchNorm:
+def batch_norm(train: bool, name: Optional[str] = None, **kw) -> nn.BatchNorm:
+  # No axis_name: under jit with the batch sharded (train.py) the statistics are already global.
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                      axis_name=axis_name, name=name, **kw)
+                      name=name, **kw)
 
 
 class ResidualBlock(nn.Module):
@@ -62,19 +63,18 @@ class ResidualBlock(nn.Module):
   """
   features: int
   strides: int = 1
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool, valid=None):
     """``x`` is zero outside the input's valid pixels; ``valid`` is the mask at output resolution."""
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init)
     y = conv(self.features, (3, 3), strides=self.strides, padding=1)(x)
-    y = apply_mask(nn.relu(batch_norm(train, self.axis_name)(y)), valid)
+    y = apply_mask(nn.relu(batch_norm(train)(y)), valid)
     y = conv(self.features, (3, 3), padding=1)(y)
-    y = batch_norm(train, self.axis_name)(y)
+    y = batch_norm(train)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = conv(self.features, (1, 1), strides=self.strides)(x)
-      x = batch_norm(train, self.axis_name)(x)
+      x = batch_norm(train)(x)
     return apply_mask(nn.relu(x + y), valid)
 
 
@@ -83,14 +83,12 @@ class Stage(nn.Module):
   features: int
   blocks: int
   strides: int = 1
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool, valid=None):
     """``valid``: the mask at the stage's output resolution."""
     for i in range(self.blocks):
-      x = ResidualBlock(self.features, self.strides if i == 0 else 1, self.axis_name)(x, train,
-                                                                                       valid)
+      x = ResidualBlock(self.features, self.strides if i == 0 else 1)(x, train, valid)
     return x
 
 
@@ -144,7 +142,6 @@ class ShuffleAttention(nn.Module):
 class BottomUpGlobalAttention(nn.Module):
   """BAA: G(X) = sigmoid(BN(W2 relu(BN(W1 GAP(X))))), shape (N, 1, 1, C), broadcast over H, W."""
   reduction: int = 4
-  axis_name: Optional[str] = None
   pool = True  # a class constant: BottomUpLocalAttention is the same gate without the pooling
 
   @nn.compact
@@ -152,9 +149,9 @@ class BottomUpGlobalAttention(nn.Module):
     c = x.shape[-1]
     g = masked_mean(x, valid) if self.pool else x
     g = nn.Conv(max(c // self.reduction, 1), (1, 1), kernel_init=conv_init)(g)
-    g = nn.relu(batch_norm(train, self.axis_name)(g))
+    g = nn.relu(batch_norm(train)(g))
     g = nn.Conv(c, (1, 1), kernel_init=conv_init)(g)
-    return nn.sigmoid(batch_norm(train, self.axis_name)(g))
+    return nn.sigmoid(batch_norm(train)(g))
 
 
 class BottomUpLocalAttention(BottomUpGlobalAttention):
@@ -169,13 +166,12 @@ class Fusion(nn.Module):
   """
   sa_groups: int = 4
   reduction: int = 4
-  axis_name: Optional[str] = None
 
   def sa(self, name):
     return ShuffleAttention(self.sa_groups, name=name)
 
   def baa(self, name="baa"):
-    return BottomUpGlobalAttention(self.reduction, self.axis_name, name=name)
+    return BottomUpGlobalAttention(self.reduction, name=name)
 
 
 class EAA(Fusion):
@@ -220,7 +216,7 @@ class BLAM(Fusion):
 
   @nn.compact
   def __call__(self, x, y, train: bool, valid=None):
-    gate = BottomUpLocalAttention(self.reduction, self.axis_name, name="blam")(x, train, valid)
+    gate = BottomUpLocalAttention(self.reduction, name="blam")(x, train, valid)
     return self.sa("sa_low")(x, valid) + gate * self.sa("sa_high")(y, valid)
 
 
@@ -335,8 +331,6 @@ class EAAUNet(nn.Module):
       computed as conv + depth-to-space), ``transpose_xla`` (the same through ``nn.ConvTranspose``),
       ``subpixel`` (a 3x3 conv + depth-to-space).
     head_dropout: dropout before the 1x1 classifier (0.1 as ACM's FCN head).
-    axis_name: BatchNorm cross-device axis; only needed under shard_map (under plain ``jit`` with
-      sharded arrays the batch statistics are already global).
 
   Call: ``(x, train, valid)``: x (N, H, W, C) of any H, W; ``valid`` (N, H, W, 1) marks the real
   pixels of a padded batch (None: all). Returns (N, H, W, 1) logits; an image's logits do not
@@ -350,7 +344,6 @@ class EAAUNet(nn.Module):
   reduction: int = 4
   upsampling: str = "transpose"
   head_dropout: float = 0.1
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False, valid=None):
@@ -363,26 +356,24 @@ class EAAUNet(nn.Module):
     v1, v2, v3 = input_masks(n, h, w, valid)
     x = apply_mask(jnp.pad(x, ((0, 0), (0, -h % 4), (0, -w % 4), (0, 0))), v1)
     c1, c2, c3 = self.widths
-    ax = self.axis_name
-    fuse = functools.partial(FUSIONS[self.fusion], sa_groups=self.sa_groups, reduction=self.reduction,
-                             axis_name=ax)
+    fuse = functools.partial(FUSIONS[self.fusion], sa_groups=self.sa_groups, reduction=self.reduction)
 
     x = nn.Conv(c1, (3, 3), padding=1, use_bias=False, kernel_init=conv_init, name="stem")(x)
-    x = apply_mask(nn.relu(batch_norm(train, ax, name="stem_bn")(x)), v1)
-    s1 = Stage(c1, self.blocks, 1, ax, name="stage1")(x, train, v1)
-    s2 = Stage(c2, self.blocks, 2, ax, name="stage2")(s1, train, v2)
-    x = Stage(c3, self.blocks, 2, ax, name="bottleneck")(s2, train, v3)
+    x = apply_mask(nn.relu(batch_norm(train, name="stem_bn")(x)), v1)
+    s1 = Stage(c1, self.blocks, 1, name="stage1")(x, train, v1)
+    s2 = Stage(c2, self.blocks, 2, name="stage2")(s1, train, v2)
+    x = Stage(c3, self.blocks, 2, name="bottleneck")(s2, train, v3)
 
     x = apply_mask(upsampler(self.upsampling, c2, "up2")(x), v2)
     x = fuse(name="fuse2")(s2, x, train, v2)
-    x = Stage(c2, self.blocks, 1, ax, name="upstage2")(x, train, v2)
+    x = Stage(c2, self.blocks, 1, name="upstage2")(x, train, v2)
     x = apply_mask(upsampler(self.upsampling, c1, "up1")(x), v1)
     x = fuse(name="fuse1")(s1, x, train, v1)
-    x = Stage(c1, self.blocks, 1, ax, name="upstage1")(x, train, v1)
+    x = Stage(c1, self.blocks, 1, name="upstage1")(x, train, v1)
 
     x = nn.Conv(max(c1 // 4, 1), (3, 3), padding=1, use_bias=False, kernel_init=conv_init,
                 name="head_conv")(x)
-    x = nn.relu(batch_norm(train, ax, name="head_bn")(x))
+    x = nn.relu(batch_norm(train, name="head_bn")(x))
     x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
     x = nn.Conv(1, (1, 1), name="head_out")(x)
     return x[:, :h, :w, :]

@@ -66,12 +66,15 @@ def val_rows(workdir: str, protocol: str) -> list[dict]:
 
 
 def training(workdir: str, protocol: str, split: str, step: int, total_steps: int,
-             epochs: int, seconds: float, start: int = 0) -> str:
-  """The text that ends a training run."""
+             epochs: int, seconds: float, start: int = 0, preempted: bool = False) -> str:
+  """The text that ends a training run (``preempted``: stopped by SIGTERM, to be resumed)."""
   q = lambda p: shlex.quote(_shown(p))
   resumed = f", resumed at step {start}" if start else ""
-  lines = [f"Training done: step {step} of {total_steps} ({epochs} epochs) in "
+  done = "Training stopped by SIGTERM" if preempted else "Training done"
+  lines = [f"{done}: step {step} of {total_steps} ({epochs} epochs) in "
            f"{format_duration(seconds)} wall time{resumed}."]
+  if preempted:
+    lines.append(f"  resume: run the same command again (it goes on from step {step})")
   rows = val_rows(workdir, protocol)
   tag = f"val_{protocol}_"
   if rows:

@@ -60,11 +60,16 @@ def _ground(rng, h, w):
 CLUTTER = {"cloud": _cloud, "sea": _sea, "ground": _ground}
 
 
+def _size(rng: np.random.Generator, size_range) -> tuple[int, int]:
+  """An example's (height, width): the first draws of its generator."""
+  return tuple(int(rng.integers(size_range[0], size_range[1] + 1)) for _ in range(2))
+
+
 def make_example(seed: int, split: str, index: int, size_range=(96, 160),
                  max_targets: int = 3) -> dict:
   """One example of the synthetic dataset; the same (seed, split, index) gives the same example."""
   rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
-  h, w = (int(rng.integers(size_range[0], size_range[1] + 1)) for _ in range(2))
+  h, w = _size(rng, size_range)
   kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
   image = _rescale(CLUTTER[kind](rng, h, w), rng.uniform(30, 90), rng.uniform(120, 200))
   mask = np.zeros((h, w), bool)
@@ -101,6 +106,11 @@ class SyntheticSource:
 
   def __len__(self):
     return self.num_examples
+
+  def image_size(self, index: int) -> tuple[int, int]:
+    """The example's size without generating its pixels (EvalLoader plans buckets from it)."""
+    return _size(np.random.default_rng([self.seed, SPLIT_CODES[self.split], int(index)]),
+                 tuple(self.size_range))
 
   def __getitem__(self, index: int) -> dict:
     if not 0 <= index < self.num_examples:

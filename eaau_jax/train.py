@@ -4,12 +4,19 @@ Data parallel with ``jax.jit`` over a 1-D ``NamedSharding`` mesh (axis ``data``)
 replicated, each batch is sharded over its first axis, and XLA inserts the all-reduces, so the
 gradients and the BatchNorm statistics are those of the global batch, on 1 device or 512. With
 several processes, each reads its own rows of every batch (input_pipeline.TrainLoader).
+
+``train_and_evaluate`` = ``setup`` (data, state, compiled steps) + ``train_epochs`` (the loop)
++ ``end_of_epoch`` (the evaluation/checkpoint hook); a SIGTERM stops it at a step boundary with a
+checkpoint there (``Preemption``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import signal
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -20,6 +27,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from eaau_jax import checkpoints, input_pipeline, losses, metrics, models, progress, reporting
@@ -240,29 +248,82 @@ def _write_train_metrics(writer, history: list, step: int, learning_rate: float)
   return means["train_loss"]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains, evaluating on ``config.dataset.eval_split``; resumes from ``workdir`` if it can.
-  Ends by printing the best and last val metrics, what was written where and the commands to go
-  on (summary.training)."""
-  t0 = time.monotonic()
+class Preemption:
+  """A scheduler's notice (SIGTERM, then a short grace period): the loop stops at the next step,
+  saves a checkpoint there and the run exits 0, to resume with the same command.
+
+  One process: a SIGTERM handler sets a flag (the handler only sets it, as Python runs it between
+  two bytecodes of the loop). Several processes: JAX's preemption service (started by
+  ``jax.distributed.initialize``, it catches SIGTERM itself) agrees on one step for every process,
+  so all of them save the same step, as orbax's multi-process save needs.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._multi = jax.process_count() > 1
+    self._previous = None
+    if not self._multi and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to stop before ``step`` (called at every step, by every process)."""
+    if self._multi:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class Run:
+  """What ``setup`` builds for the loop and its evaluation/checkpoint hook."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  writer: Any
+  loader: input_pipeline.TrainLoader
+  eval_loader: input_pipeline.EvalLoader
+  ckpt: checkpoints.Checkpoints
+  meta: dict
+  p_train: Any
+  p_eval: Any
+  report: progress.TrainProgress
+  start: int
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.loader.steps_per_epoch
+
+  @property
+  def total_steps(self) -> int:
+    return self.config.num_epochs * self.loader.steps_per_epoch
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainState]:
+  """Data, model, the state (restored from ``workdir``'s latest checkpoint if there is one),
+  compiled steps, writer and progress."""
   os.makedirs(workdir, exist_ok=True)
   check_divisible(config)
   mesh = input_pipeline.make_mesh()
   is_main = jax.process_index() == 0
   writer = reporting.create_writer(workdir, is_main)
-
   train_src, eval_src, mean, std = data_and_stats(config)
   loader = input_pipeline.TrainLoader(
       train_src, config.batch_size, config.input.crop_size, config.input.base_size, mean, std,
       config.seed, config.input.channels, config.input.blur_p, jax.process_index(),
       jax.process_count(), config.input.workers, tuple(config.input.scale_range),
       config.input.scale_reference)
-  eval_loader = make_eval_loader(config, eval_src, mean, std)
-  steps_per_epoch = loader.steps_per_epoch
-  total_steps = config.num_epochs * steps_per_epoch
-
-  model = models.model_from_config(config.model)
-  state = create_train_state(config, model, total_steps, mesh)
+  total_steps = config.num_epochs * loader.steps_per_epoch
+  state = create_train_state(config, models.model_from_config(config.model), total_steps, mesh)
   meta = {"config": config.to_dict(), "mean": mean, "std": std,
           "num_params": models.count_params(state.params)}
   ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
@@ -273,50 +334,82 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   else:
     writer.write_hparams({**config.to_dict(), "num_params": meta["num_params"]})
   logging.info("%s: %d params, %d steps/epoch, %d steps, %d devices, %d processes",
-               config.model.get("name", "eaau_net"), meta["num_params"], steps_per_epoch, total_steps,
-               jax.device_count(), jax.process_count())
-
+               config.model.get("name", "eaau_net"), meta["num_params"], loader.steps_per_epoch,
+               total_steps, jax.device_count(), jax.process_count())
   p_train, p_eval = compile_steps(config, mesh)
-  lr_fn = learning_rate_schedule(config.optimizer, total_steps)
-  report = progress.TrainProgress(total_steps, steps_per_epoch, writer, config.log_every_steps,
-                                  show=is_main)
-  tag = f"val_{eval_loader.protocol}"  # every logged number names its protocol
+  report = progress.TrainProgress(total_steps, loader.steps_per_epoch, writer,
+                                  config.log_every_steps, show=is_main)
+  run = Run(config, workdir, mesh, writer, loader, make_eval_loader(config, eval_src, mean, std),
+            ckpt, meta, p_train, p_eval, report, start)
+  return run, state
 
-  def evaluate_and_log(state, step):
-    result, panels, _ = evaluate(state, eval_loader, p_eval, mesh, config.num_eval_images_logged)
-    writer.write_scalars(step, {f"{tag}_{k}": v for k, v in result.items()})
-    if panels and is_main:
-      writer.write_images(step, {f"{tag}_prediction_{i}": p[None] for i, p in enumerate(panels)})
-    logging.info("step %d (epoch %.1f): %s protocol: val IoU %.4f nIoU %.4f Pd %.4f Fa %.3g "
-                 "F-area %.4f", step, step / steps_per_epoch, eval_loader.protocol, result["iou"],
-                 result["niou"], result["pd"], result["fa"], result["f_area"])
-    report.val(result["iou"], step)
-    return result
 
-  if start == 0:
-    evaluate_and_log(state, 0)  # the learning curve starts at the initialisation
-  history = []
-  step = start
-  for epoch in range(start // steps_per_epoch, config.num_epochs):
-    for batch in loader.batches(epoch, start=step - epoch * steps_per_epoch):
-      state, step_metrics = p_train(state, input_pipeline.to_global(mesh, batch))
+def evaluate_and_log(run: Run, state: TrainState, step: int) -> dict:
+  """The evaluation hook: val metrics to the writer, the log and the progress line."""
+  result, panels, _ = evaluate(state, run.eval_loader, run.p_eval, run.mesh,
+                               run.config.num_eval_images_logged)
+  tag = f"val_{run.eval_loader.protocol}"  # every logged number names its protocol
+  run.writer.write_scalars(step, {f"{tag}_{k}": v for k, v in result.items()})
+  if panels and jax.process_index() == 0:
+    run.writer.write_images(step, {f"{tag}_prediction_{i}": p[None] for i, p in enumerate(panels)})
+  logging.info("step %d (epoch %.1f): %s protocol: val IoU %.4f nIoU %.4f Pd %.4f Fa %.3g "
+               "F-area %.4f", step, step / run.steps_per_epoch, run.eval_loader.protocol,
+               result["iou"], result["niou"], result["pd"], result["fa"], result["f_area"])
+  run.report.val(result["iou"], step)
+  return result
+
+
+def end_of_epoch(run: Run, state: TrainState, step: int, epoch: int):
+  """The evaluation/checkpoint hook after ``epoch``: evaluate every ``eval_every_epochs`` (and
+  after the last), the step then a candidate for best/ as well as checkpoints/."""
+  c = run.config
+  if (epoch + 1) % c.eval_every_epochs == 0 or epoch + 1 == c.num_epochs:
+    # A step saved by the loop is not written twice to checkpoints/ (Checkpoints.save).
+    run.ckpt.save(step, state, run.meta, val_metrics=evaluate_and_log(run, state, step))
+
+
+def train_epochs(run: Run, state: TrainState, preemption: Preemption):
+  """The epoch loop from ``run.start``: steps, train metrics, periodic checkpoints and the
+  end-of-epoch hook. Returns (state, step, preempted)."""
+  c, history, step = run.config, [], run.start
+  lr_fn = learning_rate_schedule(c.optimizer, run.total_steps)
+  for epoch in range(step // run.steps_per_epoch, c.num_epochs):
+    for batch in run.loader.batches(epoch, start=step - epoch * run.steps_per_epoch):
+      if preemption.reached(step):
+        return state, step, True
+      state, step_metrics = run.p_train(state, input_pipeline.to_global(run.mesh, batch))
       history.append(step_metrics)
       step += 1
       loss = None
-      if step % config.log_every_steps == 0 or step == total_steps:
-        loss = _write_train_metrics(writer, history, step, float(lr_fn(step - 1)))
+      if step % c.log_every_steps == 0 or step == run.total_steps:
+        loss = _write_train_metrics(run.writer, history, step, float(lr_fn(step - 1)))
         history = []
-      report(step, loss)
-      if step % config.checkpoint_every_steps == 0:
-        ckpt.save(step, state, meta)
-    if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
-      # Also a candidate for best/; a step saved above is not written twice to checkpoints/.
-      ckpt.save(step, state, meta, val_metrics=evaluate_and_log(state, step))
-  ckpt.save(step, state, meta)
-  ckpt.close()
-  writer.flush()
-  report.close()
-  summaries.emit(summaries.training(workdir, eval_loader.protocol, config.dataset.eval_split, step,
-                                    total_steps, config.num_epochs, time.monotonic() - t0, start),
-                 show=is_main)
+      run.report(step, loss)
+      if step % c.checkpoint_every_steps == 0:
+        run.ckpt.save(step, state, run.meta)  # asynchronous: the next steps run while it writes
+    end_of_epoch(run, state, step, epoch)
+  return state, step, False
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains, evaluating on ``config.dataset.eval_split``; resumes from ``workdir`` if it can.
+  On SIGTERM saves the current step and returns (Preemption). Ends by printing the best and last
+  val metrics, what was written where and the commands to go on (summary.training)."""
+  t0 = time.monotonic()
+  run, state = setup(config, workdir)
+  with Preemption() as preemption:
+    if run.start == 0:
+      evaluate_and_log(run, state, 0)  # the learning curve starts at the initialisation
+    state, step, preempted = train_epochs(run, state, preemption)
+    run.ckpt.save(step, state, run.meta)
+    run.ckpt.close()  # waits for the asynchronous saves: the checkpoint is complete at exit
+    if preempted:
+      logging.warning("SIGTERM: saved step %d of %d to %s; the same command resumes there",
+                      step, run.total_steps, run.ckpt.directory)
+  run.writer.flush()
+  run.report.close()
+  summaries.emit(summaries.training(workdir, run.eval_loader.protocol, config.dataset.eval_split,
+                                    step, run.total_steps, config.num_epochs,
+                                    time.monotonic() - t0, run.start, preempted),
+                 show=jax.process_index() == 0)
   return state

@@ -267,6 +267,73 @@ def test_folder_layout_from_the_config(tmp_path):
   assert {test_src[i]["id"] for i in range(3)} == {"000005", "000006", "000007"}
 
 
+class _CountingSource:
+  """A source that counts the examples decoded (``image_size`` passes through)."""
+
+  def __init__(self, base):
+    self.base, self.decoded = base, 0
+
+  def __len__(self):
+    return len(self.base)
+
+  def image_size(self, i):
+    return self.base.image_size(i)
+
+  def __getitem__(self, i):
+    self.decoded += 1
+    return self.base[i]
+
+
+def test_eval_plan_reads_stored_sizes_without_decoding(tmp_path):
+  """EvalLoader's buckets come from each source's stored size: the tfds ``size`` feature (read
+  with the pixels left undecoded) and the synthetic seed; the plan is the one decoding gives."""
+  from configs import folder
+  cfg = folder.get_config().dataset
+  cfg.manual_dir = os.path.join(ROOT, "tfds_sirst", "dummy_data", "folder")
+  cfg.data_dir = str(tmp_path / "tfds")
+  tfds_src = ip.open_source(cfg, "train")
+  synth = ip.open_source(tiny.get_config().dataset, "val")
+  for source in (tfds_src, synth):
+    assert [source.image_size(i) for i in range(len(source))] == [
+        source[i]["mask"].shape[:2] for i in range(len(source))]
+    counting = _CountingSource(source)
+    plan = ip.EvalLoader(counting, 2, 0.0, 1.0, pad_multiple=8).plan
+    assert counting.decoded == 0
+    decoded = ip.EvalLoader(_Decoded(source), 2, 0.0, 1.0, pad_multiple=8).plan
+    assert plan == decoded and len({shape for shape, _ in plan}) > 1
+
+
+class _Decoded:
+  """A source without ``image_size``: EvalLoader sizes it by decoding every example."""
+
+  def __init__(self, base):
+    self.base = base
+
+  def __len__(self):
+    return len(self.base)
+
+  def __getitem__(self, i):
+    return self.base[i]
+
+
+def test_folder_config_trains_on_its_splits(tmp_path):
+  """configs/folder.py: the `folder` layout (trainval.txt, test.txt; no val list) starts a run;
+  configs/sirst.py's val eval split is what failed there."""
+  from configs import folder, sirst
+  from eaau_jax import train
+  release = os.path.join(ROOT, "tfds_sirst", "dummy_data", "folder")
+  config = folder.get_config()
+  config.dataset.manual_dir, config.dataset.data_dir = release, str(tmp_path / "tfds")
+  train_src, eval_src, mean, std = train.data_and_stats(config)
+  assert (len(train_src), len(eval_src)) == (5, 3) and std > 0
+  assert config.dataset.eval_split == config.dataset.test_split == "test"
+  old = sirst.get_config()
+  old.dataset.name, old.dataset.manual_dir = "folder", release
+  old.dataset.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(ValueError, match="no split 'val'"):
+    train.data_and_stats(old)
+
+
 # ---------------------------------------------------------------- real SIRST
 @needs_sirst
 @pytest.mark.parametrize("folder,counts", [

@@ -2,9 +2,11 @@
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -163,27 +165,75 @@ def test_training_writes_events_checkpoints_and_logs(trained):
   assert f"main.py --mode=eval --workdir {workdir}" in r.stdout
 
 
-def test_kill_and_resume_gives_the_uninterrupted_result(trained, tmp_path):
+def _assert_same_params(a, b):
+  for (ka, va), (kb, vb) in zip(jax.tree_util.tree_flatten_with_path(a)[0],
+                                jax.tree_util.tree_flatten_with_path(b)[0]):
+    assert ka == kb
+    np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(ka))
+
+
+def _sigterm_after_step_2(args) -> int:
+  """Runs main.py, sends SIGTERM once it logs step 2, and checks what a scheduler's preemption
+  needs: exit 0 within seconds, with the step reached saved. The run has no periodic checkpoint
+  or evaluation, so only the SIGTERM save can have written one. Returns its step."""
+  workdir = args[args.index("--workdir") + 1]
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args,
+                           "--config.checkpoint_every_steps=1000",
+                           "--config.eval_every_epochs=1000"],
+                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  lines, seen = queue.Queue(), []
+  reader = threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True)
+  reader.start()
+  try:
+    deadline = time.time() + 300
+    while not seen or "step 2/16" not in seen[-1]:  # the first progress line: training
+      assert time.time() < deadline and proc.poll() is None, "".join(seen)[-3000:]
+      try:
+        seen.append(lines.get(timeout=1))
+      except queue.Empty:
+        pass
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    took = time.monotonic() - signalled
+    out = proc.stdout.read()  # a few lines: the summary
+    reader.join(timeout=10)
+  finally:
+    proc.kill()
+  stderr = "".join(seen + list(lines.queue))
+  assert proc.returncode == 0, stderr[-3000:]
+  assert took < 10, took
+  saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  assert len(saved) == 1 and 2 <= saved[0] < 16, saved
+  assert f"SIGTERM: saved step {saved[0]} of 16" in stderr
+  assert out.startswith(f"Training stopped by SIGTERM: step {saved[0]} of 16")
+  return saved[0]
+
+
+def test_sigterm_then_kill_and_resume_give_the_uninterrupted_result(trained, tmp_path):
+  """Preempted (SIGTERM), resumed, killed (SIGKILL) after a later checkpoint, resumed again: the
+  final parameters are the uninterrupted run's. (One test, to pay for one reference run.)"""
   workdir = str(tmp_path / "wd")
   args = ["--config", os.path.join(ROOT, "configs/tiny.py"), "--workdir", workdir,
           "--config.num_epochs=4"]
+  preempted_at = _sigterm_after_step_2(args)
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args], env=ENV,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
-    steps = [int(s) for s in os.listdir(ckpt_dir) if s.isdigit()] if os.path.isdir(ckpt_dir) else []
-    if steps and 4 <= max(steps) < 16:
+    steps = [int(s) for s in os.listdir(ckpt_dir) if s.isdigit()]
+    if max(steps) > max(preempted_at, 3) and max(steps) < 16:
       break
     time.sleep(0.05)
   assert proc.poll() is None, "training ended before it could be killed"
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = max(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
-  assert killed_at < 16
+  assert preempted_at < killed_at < 16
   r = run_main(*args, env={"EAAU_PROGRESS": "tty"})  # watched as on a terminal
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "Resumed from" in r.stderr
+  assert f"Resumed from {ckpt_dir} at step {killed_at}" in r.stderr
   bar = r.stderr.splitlines()  # tqdm redraws one line with \r (text mode reads it as \n)
   assert any(s.startswith("epoch 4/4: 100%") and "| 16/16 [" in s and "loss 0." in s
              and "val IoU" in s for s in bar)
@@ -192,10 +242,7 @@ def test_kill_and_resume_gives_the_uninterrupted_result(trained, tmp_path):
   step_a, a = final_params(trained[0])
   step_b, b = final_params(workdir)
   assert step_a == step_b == 16
-  for (ka, va), (kb, vb) in zip(jax.tree_util.tree_flatten_with_path(a)[0],
-                                jax.tree_util.tree_flatten_with_path(b)[0]):
-    assert ka == kb
-    np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(ka))
+  _assert_same_params(a, b)
 
 
 def test_eval_mode_reproduces_last_logged_val_metrics(trained, tmp_path):

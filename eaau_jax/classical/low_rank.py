@@ -109,8 +109,9 @@ def rpca_ialm(d, lam, *, tol: float = 1e-7, max_iter: int = 100, rho: float = 1.
   once the threshold 1/mu falls below that the residual stops falling (at ~1e-6 on some SIRST
   images, ~7e-4 on others) and then grows as mu -> mu_max amplifies rounding, E filling with
   noise (measured: 1.1 M of 1.15 M entries non-zero after 100 iterations on one test image).
-  ``float_floor`` and the stall rule stop there; on the images measured the adaptive-threshold mask
-  of the best iterate equals that of a float64 SVD solve at tol 1e-7. Returns (A, E, iterations)."""
+  ``float_floor`` and the stall rule stop there. Against a float64 SVD solve at tol 1e-7 on two
+  SIRST test images, the adaptive-threshold masks were equal (4 px) and within one pixel (2 px vs
+  1 px). Returns (A, E, the best iterate's iteration)."""
   norm_two = spectral_norm(d)
   norm_f = jnp.maximum(jnp.linalg.norm(d), 1e-12)
   y0 = d / jnp.maximum(jnp.maximum(norm_two, jnp.max(jnp.abs(d)) / lam), 1e-12)

@@ -8,8 +8,8 @@
    on the patch normalised to [0, 1] (Grady's normalisation); seeds: the candidate (target, 1) and the
    patch border (background, 0). The unknown probabilities solve L_UU x = -L_US s, either as a batched
    dense solve (``solver="dense"``) or with ``jax.scipy.sparse.linalg.cg`` on the stencil
-   (``solver="cg"``); the two measured 10.7 and 8.1 ms/image (benchmarks/classical.py, loaded CPU):
-   dense is kept, a direct solve with no tolerance to choose.
+   (``solver="cg"``); the two measured 4.4 and 3.4 ms/image (benchmarks/classical.py, idle 2-core
+   CPU): dense is kept, a direct solve with no tolerance to choose.
 4. Local contrast descriptor: NLCD = max(0, m_t - m_b)^2, the probability-weighted target mean minus
    the background mean of the patch grey levels; candidate score s = F(candidate) * NLCD.
 5. Score map: max over candidates of P(x) * s on each patch, 0 elsewhere.

@@ -204,7 +204,10 @@ def _compare():
 
 def _train():
   from eaau_jax import train  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except train.Preempted:
+    pass  # saved and summarised; a scheduler's SIGTERM is a clean stop: exit 0
 
 
 MODES = {"train": _train, "eval": _eval, "predict": _predict, "import": _import,

@@ -2,11 +2,15 @@
 test under both protocols, and report mean and spread next to the paper's numbers.
 
   python -m eaau_jax.reproduce --config configs/sirst.py --seeds 3 --workdir runs/sirst \
-      [--results RESULTS.md] [--label "..."]
+      [--results RESULTS.md] [--label "..."] [--parallel 3]
 
 Seed s trains in ``<workdir>/seed_<s>`` and resumes whatever is there (a finished seed is only
 re-evaluated). The results file holds one section per (config, label); re-running replaces that
 section and keeps the others, so one RESULTS.md can gather a GPU run and a reduced CPU run.
+
+``--parallel N`` trains N seeds at once, each in its own process: this model leaves a GPU mostly
+idle. On SIGTERM (a scheduler's preemption, ``timeout``) every running seed saves its step and the
+command exits 0 without evaluating or reporting anything unfinished; the same command resumes.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -77,15 +84,16 @@ def run_seed(config: ml_collections.ConfigDict, workdir: str, protocols) -> dict
 
 
 def validation_curve(workdir: str) -> list:
-  """[(step, val IoU, val nIoU, protocol)] from the run's metrics.jsonl."""
-  rows = []
+  """[(step, val IoU, val nIoU, protocol)] from the run's metrics.jsonl; a step evaluated again
+  after a resumption counts once (the last)."""
+  rows = {}
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     for line in f:
       r = json.loads(line)
       for p in PROTOCOLS:
         if f"val_{p}_iou" in r:
-          rows.append((r["step"], r[f"val_{p}_iou"], r[f"val_{p}_niou"], p))
-  return rows
+          rows[(r["step"], p)] = (r["step"], r[f"val_{p}_iou"], r[f"val_{p}_niou"], p)
+  return sorted(rows.values())
 
 
 def _spread(values: list, digits: int = 4) -> str:
@@ -199,16 +207,95 @@ def write_section(path: str, key: str, text: str):
     f.write(new)
 
 
-def reproduce(config, config_path: str, seeds: int, workdir: str, results: str,
-              label: str = "") -> list:
-  """Trains and evaluates ``seeds`` seeds; writes their section of ``results``. Returns records."""
-  t0 = time.time()
+def seed_config(config, seed: int) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.seed = seed
+  return cfg
+
+
+# Exit status of a --only_seed child stopped by SIGTERM (saved, to resume): not a finished seed.
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL
+
+
+def _die_with_parent():
+  """In a child: SIGTERM it when the parent dies (Linux), so no orphan goes on training."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
+def _child_argv(argv: list) -> list:
+  """This command line less --parallel (and its value)."""
+  args, rest = [], iter(argv[1:])
+  for a in rest:
+    if a in ("--parallel", "-parallel"):
+      next(rest, None)
+    elif not a.lstrip("-").startswith("parallel="):
+      args.append(a)
+  return [sys.executable, "-m", "eaau_jax.reproduce", *args]
+
+
+def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
+  """Runs seeds 0..seeds-1, ``parallel`` at a time, each in its own process (this command line
+  with ``--only_seed``), sharing the accelerator. A SIGTERM here is passed on to the running seeds,
+  which save and stop; then ``train.Preempted`` is raised and nothing is reported. Returns the
+  seeds' records."""
+  env = dict(os.environ)
+  # Each process would otherwise pre-allocate 75% of the GPU's memory.
+  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
+  base, pending, running, stopped = _child_argv(argv), list(range(seeds)), {}, []
+  def forward(signum, frame):
+    del frame
+    stopped.append(signum)
+    for p in running.values():
+      p.send_signal(signal.SIGTERM)
+  previous = signal.signal(signal.SIGTERM, forward)
+  try:
+    while running or (pending and not stopped):
+      while pending and not stopped and len(running) < parallel:
+        seed = pending.pop(0)
+        logging.info("reproduce: seed %d of %d in its own process", seed, seeds)
+        running[seed] = subprocess.Popen(base + [f"--only_seed={seed}"], env=env,
+                                         preexec_fn=_die_with_parent)
+      for seed, proc in list(running.items()):
+        if proc.poll() is None:
+          continue
+        del running[seed]
+        if proc.returncode == PREEMPTED_EXIT or (stopped and proc.returncode == -signal.SIGTERM):
+          stopped.append(seed)  # saved mid-training, or stopped while evaluating
+        elif proc.returncode:
+          raise RuntimeError(f"reproduce: seed {seed} failed (exit {proc.returncode}); its log "
+                             f"is above, its run in {os.path.join(workdir, f'seed_{seed}')}")
+      time.sleep(0.5)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    for p in running.values():  # after a failure: stop the others (they save and exit)
+      p.send_signal(signal.SIGTERM)
+      p.wait()
+  if stopped:
+    raise train.Preempted(-1, -1, workdir)
   records = []
   for seed in range(seeds):
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.seed = seed
-    logging.info("reproduce: seed %d of %d in %s", seed, seeds, workdir)
-    records.append(run_seed(cfg, os.path.join(workdir, f"seed_{seed}"), PROTOCOLS))
+    with open(os.path.join(workdir, f"seed_{seed}", "reproduce.json")) as f:
+      records.append(json.load(f))
+  return records
+
+
+def reproduce(config, config_path: str, seeds: int, workdir: str, results: str,
+              label: str = "", parallel: int = 1, argv=()) -> list:
+  """Trains and evaluates ``seeds`` seeds (``parallel`` at a time, each in a subprocess started
+  with ``argv``); writes their section of ``results``. Returns the records."""
+  t0 = time.time()
+  if parallel > 1:
+    records = run_parallel(seeds, parallel, workdir, list(argv))
+  else:
+    records = []
+    for seed in range(seeds):
+      logging.info("reproduce: seed %d of %d in %s", seed, seeds, workdir)
+      records.append(run_seed(seed_config(config, seed), os.path.join(workdir, f"seed_{seed}"),
+                              PROTOCOLS))
   label = label or f"{config_path}, {seeds} seed{'s' * (seeds > 1)}"
   slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_").lower()
   out_dir = os.path.dirname(os.path.abspath(results))
@@ -227,10 +314,21 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config_path = FLAGS["config"].value if isinstance(FLAGS["config"].value, str) else None
-  results = FLAGS.results or os.path.join(FLAGS.workdir, "RESULTS.md")
-  reproduce(FLAGS.config, FLAGS.config_path or config_path or "?", FLAGS.seeds, FLAGS.workdir,
-            results, FLAGS.label or "")
+  try:
+    if FLAGS.only_seed is not None:  # one seed of a --parallel run: train, evaluate, no report
+      run_seed(seed_config(FLAGS.config, FLAGS.only_seed),
+               os.path.join(FLAGS.workdir, f"seed_{FLAGS.only_seed}"), PROTOCOLS)
+      return
+    config_path = FLAGS["config"].value if isinstance(FLAGS["config"].value, str) else None
+    results = FLAGS.results or os.path.join(FLAGS.workdir, "RESULTS.md")
+    reproduce(FLAGS.config, FLAGS.config_path or config_path or "?", FLAGS.seeds, FLAGS.workdir,
+              results, FLAGS.label or "", FLAGS.parallel, sys.argv)
+  except train.Preempted:
+    # Saved where it stopped; nothing half-trained is evaluated or reported. A scheduler's
+    # SIGTERM is a clean stop (exit 0); a --parallel child tells its parent it did not finish.
+    logging.warning("reproduce: stopped by SIGTERM before the end; the same command resumes")
+    if FLAGS.only_seed is not None:
+      sys.exit(PREEMPTED_EXIT)
 
 
 if __name__ == "__main__":
@@ -240,5 +338,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("results", None, "The Markdown file (default <workdir>/RESULTS.md).")
   flags.DEFINE_string("label", None, "Section title (default: config path and seeds).")
   flags.DEFINE_string("config_path", None, "How to name the config in the report.")
+  flags.DEFINE_integer("parallel", 1, "Seeds run at once, each in its own process (one GPU "
+                       "fits several runs of this model).", lower_bound=1)
+  flags.DEFINE_integer("only_seed", None, "Internal (--parallel): train and evaluate this seed "
+                       "only, write no report.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

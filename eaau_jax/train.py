@@ -283,6 +283,15 @@ class Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+class Preempted(Exception):
+  """Raised by ``train_and_evaluate`` after a SIGTERM save, so that no caller mistakes the
+  stopped run for a finished one (and, say, evaluates and reports it). The CLI exits 0 on it."""
+
+  def __init__(self, step: int, total_steps: int, directory: str):
+    super().__init__(f"preempted (SIGTERM) at step {step} of {total_steps}; saved to {directory}")
+    self.step, self.total_steps = step, total_steps
+
+
 @dataclasses.dataclass
 class Run:
   """What ``setup`` builds for the loop and its evaluation/checkpoint hook."""
@@ -393,7 +402,7 @@ def train_epochs(run: Run, state: TrainState, preemption: Preemption):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains, evaluating on ``config.dataset.eval_split``; resumes from ``workdir`` if it can.
-  On SIGTERM saves the current step and returns (Preemption). Ends by printing the best and last
+  On SIGTERM saves the current step and raises ``Preempted``. Ends by printing the best and last
   val metrics, what was written where and the commands to go on (summary.training)."""
   t0 = time.monotonic()
   run, state = setup(config, workdir)
@@ -412,4 +421,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                     step, run.total_steps, config.num_epochs,
                                     time.monotonic() - t0, run.start, preempted),
                  show=jax.process_index() == 0)
+  if preempted:
+    raise Preempted(step, run.total_steps, run.ckpt.directory)
   return state

@@ -3,9 +3,11 @@ its section of a results file; re-running resumes (no retraining) and keeps othe
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,3 +65,44 @@ def test_results_table_puts_the_paper_and_released_weights_beside_the_runs():
   assert "| Fa (1e-6) | 20.0 ± 0.0 (20.0–20.0) | 20.0, 20.0 |  | 7.4 |" in table
   assert "| F-area | 0.4200" in table and "| 0.6810 |" in table
   assert "0.7710" not in rp.results_table(records, "acm", references=False)
+
+
+def test_sigterm_stops_every_parallel_seed_unreported_and_the_same_command_resumes(tmp_path):
+  """A scheduler's SIGTERM (or `timeout`) reaches only the parent of a --parallel run: every seed
+  must save and stop with it (no orphan training on), and no stopped seed may be evaluated and
+  reported as if it had finished. Run again, the same command finishes and reports."""
+  runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
+  cmd = [sys.executable, "-m", "eaau_jax.reproduce", "--config", os.path.join(ROOT, "configs/tiny.py"),
+         "--config.num_epochs=10", "--config.eval_every_epochs=100",
+         "--config.checkpoint_every_steps=1000", "--seeds", "2", "--parallel", "2",
+         "--workdir", str(runs), "--results", str(results), "--label", "stopped"]
+  proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  seen = []
+  try:
+    deadline = time.time() + 300
+    while sum("step 2/40" in l for l in seen) < 2:  # both seeds are training
+      line = proc.stderr.readline()
+      assert line and time.time() < deadline, "".join(seen)[-3000:]
+      seen.append(line)
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  log = "".join(seen) + rest
+  assert proc.returncode == 0, log[-3000:]
+  assert "stopped by SIGTERM" in log
+  assert not results.exists()
+  for seed in (0, 1):
+    assert not (runs / f"seed_{seed}" / "reproduce.json").exists()
+    saved = [int(s) for s in os.listdir(runs / f"seed_{seed}" / "checkpoints") if s.isdigit()]
+    assert saved and max(saved) >= 2, saved  # the SIGTERM save (periodic saves are off)
+  time.sleep(2)  # an orphan would still be training (and writing checkpoints)
+  ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+  assert str(runs) not in ps
+  r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  for seed in (0, 1):
+    assert "Resumed from" in r.stderr
+    assert json.load(open(runs / f"seed_{seed}" / "reproduce.json"))["test"]["acm"]["images"] == 8
+  assert "| IoU |" in results.read_text()

@@ -81,7 +81,9 @@ def test_sigterm_stops_every_parallel_seed_unreported_and_the_same_command_resum
   seen = []
   try:
     deadline = time.time() + 300
-    while sum("step 2/40" in l for l in seen) < 2:  # both seeds are training
+    # SIGTERM as soon as one seed trains (waiting for both would let a fast one finish first):
+    # the other is then training too, or still starting, and must stop either way.
+    while not any("step 2/40" in l for l in seen):
       line = proc.stderr.readline()
       assert line and time.time() < deadline, "".join(seen)[-3000:]
       seen.append(line)
@@ -93,16 +95,18 @@ def test_sigterm_stops_every_parallel_seed_unreported_and_the_same_command_resum
   assert proc.returncode == 0, log[-3000:]
   assert "stopped by SIGTERM" in log
   assert not results.exists()
+  saved = []
   for seed in (0, 1):
     assert not (runs / f"seed_{seed}" / "reproduce.json").exists()
-    saved = [int(s) for s in os.listdir(runs / f"seed_{seed}" / "checkpoints") if s.isdigit()]
-    assert saved and max(saved) >= 2, saved  # the SIGTERM save (periodic saves are off)
+    ckpts = runs / f"seed_{seed}" / "checkpoints"
+    saved += [int(s) for s in os.listdir(ckpts) if s.isdigit()] if ckpts.exists() else []
+  assert saved and 2 <= max(saved) < 40, saved  # the SIGTERM save (periodic saves are off)
   time.sleep(2)  # an orphan would still be training (and writing checkpoints)
   ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
   assert str(runs) not in ps
   r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
+  assert "Resumed from" in r.stderr
   for seed in (0, 1):
-    assert "Resumed from" in r.stderr
     assert json.load(open(runs / f"seed_{seed}" / "reproduce.json"))["test"]["acm"]["images"] == 8
   assert "| IoU |" in results.read_text()

@@ -34,29 +34,37 @@ def patch_starts(size: int, patch: int, stride: int) -> list[int]:
   return starts
 
 
-def _patch_index(shape, patch: int, stride: int):
-  h, w = shape
-  rs = np.array(patch_starts(h, patch, stride))[:, None] + np.arange(patch)  # (nr, patch)
-  cs = np.array(patch_starts(w, patch, stride))[:, None] + np.arange(patch)
-  rows = rs[:, None, :, None] + 0 * cs[None, :, None, :]  # (nr, nc, patch, patch)
-  cols = 0 * rs[:, None, :, None] + cs[None, :, None, :]
-  return rows.reshape(-1, patch, patch), cols.reshape(-1, patch, patch)
+def _corners(shape, patch: int, stride: int) -> np.ndarray:
+  """(P, 2) top-left corners of the windows, row-major. Windows are addressed by their corners
+  (a gather/scatter of whole (patch, patch) slices), not by a per-pixel index: the per-pixel form
+  is P x patch² constants that XLA spent most of a native-size compile constant-folding."""
+  rs, cs = patch_starts(shape[0], patch, stride), patch_starts(shape[1], patch, stride)
+  return np.array([(r, c) for r in rs for c in cs], np.int32)
+
+
+_WINDOWS = jax.lax.GatherDimensionNumbers(offset_dims=(1, 2), collapsed_slice_dims=(),
+                                          start_index_map=(0, 1))
+_SCATTER = jax.lax.ScatterDimensionNumbers(update_window_dims=(1, 2), inserted_window_dims=(),
+                                           scatter_dims_to_operand_dims=(0, 1))
 
 
 def image_to_patches(x, patch: int, stride: int):
   """(H, W) -> (P, patch, patch): the windows in row-major order of their top-left corners."""
-  rows, cols = _patch_index(x.shape, patch, stride)
-  return x[rows, cols]
+  return jax.lax.gather(x, jnp.asarray(_corners(x.shape, patch, stride)), _WINDOWS,
+                        (patch, patch), mode="promise_in_bounds")
 
 
 def patches_to_image(patches, shape, patch: int, stride: int, reduce: str = "mean"):
   """Inverse of ``image_to_patches``: overlapping values averaged (``mean``) or the max taken."""
-  rows, cols = _patch_index(shape, patch, stride)
+  corners = _corners(shape, patch, stride)
   if reduce == "max":
-    return jnp.full(shape, -jnp.inf, jnp.float32).at[rows, cols].max(patches)
-  total = jnp.zeros(shape, jnp.float32).at[rows, cols].add(patches)
+    return jax.lax.scatter_max(jnp.full(shape, -jnp.inf, jnp.float32), jnp.asarray(corners),
+                               patches, _SCATTER, mode="promise_in_bounds")
+  total = jax.lax.scatter_add(jnp.zeros(shape, jnp.float32), jnp.asarray(corners), patches,
+                              _SCATTER, mode="promise_in_bounds")
   count = np.zeros(shape, np.float32)
-  np.add.at(count, (rows, cols), 1.0)
+  for r, c in corners:
+    count[r:r + patch, c:c + patch] += 1.0
   return total / count
 
 

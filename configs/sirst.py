@@ -51,7 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
   i.scale_range = (0.5, 2.0)
   i.blur_p = 0.5  # Gaussian blur probability
   i.channels = 1  # 1: grayscale; 3: the grey image repeated (as RGB-trained peers)
-  i.workers = 4  # augmentation threads per process
+  i.workers = 4  # augmentation threads per process (grain's prefetch threads)
+  # grain worker processes per process (mp_prefetch), each with `workers` threads; 0: threads only
+  i.worker_processes = 0
   i.eval_batch_size = 8  # global; must divide by the number of devices
   i.eval_pad_multiple = 128  # native protocol: images padded to multiples of this (few jit shapes)
 

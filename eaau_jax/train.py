@@ -3,7 +3,7 @@
 Data parallel with ``jax.jit`` over a 1-D ``NamedSharding`` mesh (axis ``data``): the state is
 replicated, each batch is sharded over its first axis, and XLA inserts the all-reduces, so the
 gradients and the BatchNorm statistics are those of the global batch, on 1 device or 512. With
-several processes, each reads its own rows of every batch (input_pipeline.TrainLoader).
+several processes, each reads its own rows of every batch (input_pipeline.TrainLoader, on grain).
 
 ``train_and_evaluate`` = ``setup`` (data, state, compiled steps) + ``train_epochs`` (the loop)
 + ``end_of_epoch`` (the evaluation/checkpoint hook); a SIGTERM stops it at a step boundary with a
@@ -12,8 +12,10 @@ checkpoint there (``Preemption``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import itertools
 import os
 import signal
 import threading
@@ -330,7 +332,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainSt
       train_src, config.batch_size, config.input.crop_size, config.input.base_size, mean, std,
       config.seed, config.input.channels, config.input.blur_p, jax.process_index(),
       jax.process_count(), config.input.workers, tuple(config.input.scale_range),
-      config.input.scale_reference)
+      config.input.scale_reference, worker_processes=config.input.worker_processes)
   total_steps = config.num_epochs * loader.steps_per_epoch
   state = create_train_state(config, models.model_from_config(config.model), total_steps, mesh)
   meta = {"config": config.to_dict(), "mean": mean, "std": std,
@@ -382,21 +384,25 @@ def train_epochs(run: Run, state: TrainState, preemption: Preemption):
   end-of-epoch hook. Returns (state, step, preempted)."""
   c, history, step = run.config, [], run.start
   lr_fn = learning_rate_schedule(c.optimizer, run.total_steps)
-  for epoch in range(step // run.steps_per_epoch, c.num_epochs):
-    for batch in run.loader.batches(epoch, start=step - epoch * run.steps_per_epoch):
-      if preemption.reached(step):
-        return state, step, True
-      state, step_metrics = run.p_train(state, input_pipeline.to_global(run.mesh, batch))
-      history.append(step_metrics)
-      step += 1
-      loss = None
-      if step % c.log_every_steps == 0 or step == run.total_steps:
-        loss = _write_train_metrics(run.writer, history, step, float(lr_fn(step - 1)))
-        history = []
-      run.report(step, loss)
-      if step % c.checkpoint_every_steps == 0:
-        run.ckpt.save(step, state, run.meta)  # asynchronous: the next steps run while it writes
-    end_of_epoch(run, state, step, epoch)
+  # One grain iterator for the run, from the restored step (the input's position is the step):
+  # it prefetches the next epoch during the end-of-epoch evaluation, and any worker processes
+  # start once. Closing it stops them, on preemption too.
+  with contextlib.closing(run.loader.iterator(step, c.num_epochs)) as batches:
+    for epoch in range(step // run.steps_per_epoch, c.num_epochs):
+      for batch in itertools.islice(batches, (epoch + 1) * run.steps_per_epoch - step):
+        if preemption.reached(step):
+          return state, step, True
+        state, step_metrics = run.p_train(state, input_pipeline.to_global(run.mesh, batch))
+        history.append(step_metrics)
+        step += 1
+        loss = None
+        if step % c.log_every_steps == 0 or step == run.total_steps:
+          loss = _write_train_metrics(run.writer, history, step, float(lr_fn(step - 1)))
+          history = []
+        run.report(step, loss)
+        if step % c.checkpoint_every_steps == 0:
+          run.ckpt.save(step, state, run.meta)  # asynchronous: the next steps run while it writes
+      end_of_epoch(run, state, step, epoch)
   return state, step, False
 
 

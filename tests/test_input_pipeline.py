@@ -129,14 +129,35 @@ def _loader(src, **kw):
   return ip.TrainLoader(src, **args)
 
 
-def test_same_seed_same_batches_and_epochs_reshuffle():
+def _reference_batch(loader, epoch, k):
+  """Batch k of ``epoch`` (this process's rows) computed directly from the loader's definition,
+  as the thread-pool loader before grain computed it: rows of the (seed, epoch) permutation,
+  example i augmented with default_rng([seed, epoch, i])."""
+  rows = loader.epoch_order(epoch)[k]
+  lo = loader.process_index * loader.local_batch
+  pairs = [ip.augment(loader.source[int(i)]["image"], loader.source[int(i)]["mask"],
+                      np.random.default_rng([loader.seed, epoch, int(i)]), loader.crop_size,
+                      loader.base_size, loader.blur_p) for i in rows[lo:lo + loader.local_batch]]
+  return {"image": ip.normalize(np.stack([p[0] for p in pairs]), loader.mean, loader.std),
+          "mask": np.stack([p[1] for p in pairs]).astype(np.float32)}
+
+
+def _assert_same_batches(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys() == {"image", "mask"}
+    for k in x:
+      assert x[k].dtype == y[k].dtype == np.float32
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_same_batches_for_any_threads_and_the_pre_grain_definition():
   src = _examples(10)
   a = list(_loader(src).batches(0))
-  b = list(_loader(src, workers=1, prefetch=0).batches(0))
   assert len(a) == 2  # 10 // 4, last partial batch dropped
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x["image"], y["image"])
-    np.testing.assert_array_equal(x["mask"], y["mask"])
+  _assert_same_batches(a, [_reference_batch(_loader(src), 0, k) for k in range(2)])
+  for kw in (dict(workers=0), dict(workers=1, prefetch=0), dict(workers=3, prefetch=1)):
+    _assert_same_batches(a, list(_loader(src, **kw).batches(0)))
   loader = _loader(src)
   assert not np.array_equal(loader.epoch_order(0), loader.epoch_order(1))
   assert sorted(loader.epoch_order(0).ravel()) == sorted(set(loader.epoch_order(0).ravel()))
@@ -147,19 +168,61 @@ def test_resume_mid_epoch_gives_the_remaining_batches():
   src = _examples(13)
   full = list(_loader(src).batches(2))
   rest = list(_loader(src).batches(2, start=1))
-  assert len(rest) == len(full) - 1
-  for x, y in zip(full[1:], rest):
-    np.testing.assert_array_equal(x["image"], y["image"])
+  _assert_same_batches(full[1:], rest)
+  # The run's iterator (what training reads) resumed at any step, across epoch boundaries: the
+  # uninterrupted run's batches from there on (the pipeline's position is the step).
+  run = list(_loader(src).iterator(0, 3))
+  assert len(run) == 3 * 3
+  _assert_same_batches(run[6:9], full)
+  for step in (1, 3, 5):
+    _assert_same_batches(run[step:], list(_loader(src, workers=2).iterator(step, 3)))
 
 
-def test_processes_read_their_own_rows():
+class _Recording:
+  """A source that records which examples it is asked for."""
+
+  def __init__(self, base):
+    self.base, self.read = base, []
+
+  def __len__(self):
+    return len(self.base)
+
+  def __getitem__(self, i):
+    self.read.append(i)
+    return self.base[i]
+
+
+def test_processes_read_only_their_own_rows():
   src = _examples(12)
   whole = list(_loader(src).batches(1))
-  parts = [list(_loader(src, process_index=p, process_count=2).batches(1)) for p in range(2)]
+  parts = []
+  for p in range(2):
+    recording = _Recording(src)
+    loader = _loader(recording, process_index=p, process_count=2)
+    parts.append(list(loader.batches(1)))
+    mine = loader.epoch_order(1)[:, 2 * p:2 * p + 2]
+    assert sorted(recording.read) == sorted(mine.ravel())  # its rows, each read once
   for k, batch in enumerate(whole):
     assert parts[0][k]["image"].shape[0] == 2
     joined = np.concatenate([parts[0][k]["image"], parts[1][k]["image"]])
     np.testing.assert_array_equal(joined, batch["image"])
+
+
+def test_worker_processes_give_the_same_batches():
+  """grain's mp_prefetch (2 worker processes, sources pickled to them), started mid-run: the
+  batches the threads give."""
+  src = synthetic.SyntheticSource("train", 14, seed=2)
+  threads = list(_loader(src, crop_size=32, base_size=48).iterator(2, 2))
+  processes = _loader(src, crop_size=32, base_size=48, worker_processes=2, workers=1)
+  it = processes.iterator(2, 2)
+  try:
+    got = list(it)
+    # New arrays, not views of the shared memory grain frees when its arrays are collected.
+    assert all(type(b[k]) is np.ndarray for b in got for k in b)
+  finally:
+    it.close()
+  assert len(got) == 2 * 3 - 2
+  _assert_same_batches(threads, got)
 
 
 def test_loader_errors():

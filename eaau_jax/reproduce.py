@@ -8,8 +8,9 @@ Seed s trains in ``<workdir>/seed_<s>`` and resumes whatever is there (a finishe
 re-evaluated). The results file holds one section per (config, label); re-running replaces that
 section and keeps the others, so one RESULTS.md can gather a GPU run and a reduced CPU run.
 
-``--parallel N`` trains N seeds at once, each in its own process: this model leaves a GPU mostly
-idle. On SIGTERM (a scheduler's preemption, ``timeout``) every running seed saves its step and the
+``--parallel N`` trains N seeds at once, each in its own process. It does not buy throughput
+where the host or the GPU's memory bandwidth is the limit: on one H100, 1, 2 or 4 seeds side by
+side trained at 23-26 steps/s in total (BENCHMARKS.md). On SIGTERM (a scheduler's preemption, ``timeout``) every running seed saves its step and the
 command exits 0 without evaluating or reporting anything unfinished; the same command resumes.
 """
 
@@ -245,16 +246,17 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
   env = dict(os.environ)
   # Each process would otherwise pre-allocate 75% of the GPU's memory.
   env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
-  base, pending, running, stopped = _child_argv(argv), list(range(seeds)), {}, []
+  base, pending, running = _child_argv(argv), list(range(seeds)), {}
+  signalled, stopped = [], []  # a SIGTERM received here; seeds that stopped unfinished
   def forward(signum, frame):
     del frame
-    stopped.append(signum)
+    signalled.append(signum)
     for p in running.values():
       p.send_signal(signal.SIGTERM)
   previous = signal.signal(signal.SIGTERM, forward)
   try:
-    while running or (pending and not stopped):
-      while pending and not stopped and len(running) < parallel:
+    while running or (pending and not (signalled or stopped)):
+      while pending and not (signalled or stopped) and len(running) < parallel:
         seed = pending.pop(0)
         logging.info("reproduce: seed %d of %d in its own process", seed, seeds)
         running[seed] = subprocess.Popen(base + [f"--only_seed={seed}"], env=env,
@@ -263,7 +265,8 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
         if proc.poll() is None:
           continue
         del running[seed]
-        if proc.returncode == PREEMPTED_EXIT or (stopped and proc.returncode == -signal.SIGTERM):
+        if proc.returncode == PREEMPTED_EXIT or ((signalled or stopped)
+                                                  and proc.returncode == -signal.SIGTERM):
           stopped.append(seed)  # saved mid-training, or stopped while evaluating
         elif proc.returncode:
           raise RuntimeError(f"reproduce: seed {seed} failed (exit {proc.returncode}); its log "
@@ -274,8 +277,8 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
     for p in running.values():  # after a failure: stop the others (they save and exit)
       p.send_signal(signal.SIGTERM)
       p.wait()
-  if stopped:
-    raise train.Preempted(-1, -1, workdir)
+  if signalled or stopped:
+    raise train.Preempted(-1, -1, workdir)  # per seed, the steps are in its own log
   records = []
   for seed in range(seeds):
     with open(os.path.join(workdir, f"seed_{seed}", "reproduce.json")) as f:
@@ -338,8 +341,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("results", None, "The Markdown file (default <workdir>/RESULTS.md).")
   flags.DEFINE_string("label", None, "Section title (default: config path and seeds).")
   flags.DEFINE_string("config_path", None, "How to name the config in the report.")
-  flags.DEFINE_integer("parallel", 1, "Seeds run at once, each in its own process (one GPU "
-                       "fits several runs of this model).", lower_bound=1)
+  flags.DEFINE_integer("parallel", 1, "Seeds run at once, each in its own process.",
+                       lower_bound=1)
   flags.DEFINE_integer("only_seed", None, "Internal (--parallel): train and evaluate this seed "
                        "only, write no report.")
   flags.mark_flags_as_required(["config", "workdir"])

@@ -40,10 +40,16 @@ def upgrade_config(stored: dict) -> ml_collections.ConfigDict:
 def _manager(directory: str, **options) -> ocp.CheckpointManager:
   # Asynchronous: ``save`` copies the state to host memory and returns; a background thread
   # writes it while training goes on. ``Checkpoints.close`` waits for it (before a run exits).
+  # With several processes, orbax syncs each save at barriers named after the step: checkpoints/
+  # and best/ save the same step at once, so each manager prefixes its barriers with its folder
+  # (without it the second save of a step fails: "Barrier ... is already ongoing").
+  prefix = os.path.basename(os.path.normpath(directory))
   return ocp.CheckpointManager(
       os.path.abspath(directory), item_names=ITEMS,
-      options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=True,
-                                           **options))
+      options=ocp.CheckpointManagerOptions(
+          create=True, enable_async_checkpointing=True,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=prefix), **options))
 
 
 def _abstract(state, mesh):

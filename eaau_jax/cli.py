@@ -74,7 +74,15 @@ def define_flags():
   flags.DEFINE_string("output", None, "predict: folder for masks, overlays and detections.json; "
                       "eval: for reports.")
   flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() (default: when the "
-                    "environment names a coordinator, SLURM or Open MPI job of several processes).")
+                    "environment names a coordinator, SLURM or Open MPI job of several processes, "
+                    "or --coordinator_address is given).")
+  flags.DEFINE_string("coordinator_address", None, "Multi-process job without a scheduler that JAX "
+                      "detects: HOST:PORT of process 0, where it serves the other processes "
+                      "(with --num_processes and --process_id).")
+  flags.DEFINE_integer("num_processes", None, "Multi-process job: how many processes (with "
+                       "--coordinator_address and --process_id).", lower_bound=1)
+  flags.DEFINE_integer("process_id", None, "Multi-process job: this process's index, 0 to "
+                       "--num_processes - 1 (process 0 is the coordinator).", lower_bound=0)
   flags.mark_flags_as_required(["workdir"])
   for flag in FLAGS.get_flags_for_module(__name__):  # --helpshort lists the running script's
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
@@ -157,6 +165,49 @@ def wants_distributed(flag, environ) -> bool:
   return any(int(environ.get(k, "1")) > 1 for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
 
 
+JOB_FLAGS = ("coordinator_address", "num_processes", "process_id")
+
+
+def distributed_args(flag, coordinator_address, num_processes, process_id, environ):
+  """The keyword arguments of ``jax.distributed.initialize`` (None: a single-process run).
+
+  The three job flags go together: JAX would fill a missing one from a scheduler's variables if
+  it finds some (a job half described by hand, half detected), else fail with a traceback.
+  Without them, JAX detects the job from the environment (SLURM, Open MPI, a TPU pod slice,
+  JAX_COORDINATOR_ADDRESS)."""
+  given = {k: v for k, v in zip(JOB_FLAGS, (coordinator_address, num_processes, process_id))
+           if v is not None}
+  if not given:
+    return {} if wants_distributed(flag, environ) else None
+  first = f"--{next(iter(given))}"
+  if flag is False:
+    raise errors.ConfigError(f"{first} starts a multi-process job", "--distributed=false",
+                             "leave out one or the other")
+  missing = [f"--{k}" for k in JOB_FLAGS if k not in given]
+  if missing:
+    raise errors.ConfigError(f"a multi-process job needs {' and '.join(missing)} too", first,
+                             "a multi-process job on hosts of your own gives every process "
+                             "--coordinator_address=HOST:PORT --num_processes=N --process_id=K")
+  host, _, port = coordinator_address.rpartition(":")
+  if not host or not port.isdigit():
+    raise errors.ConfigError(f"{coordinator_address!r} is not HOST:PORT",
+                             "--coordinator_address", "e.g. --coordinator_address=10.0.0.1:1234")
+  if process_id >= num_processes:
+    raise errors.ConfigError(f"{process_id} is not below --num_processes={num_processes}",
+                             "--process_id", "processes are numbered 0 to --num_processes - 1")
+  return given
+
+
+def init_distributed(args: dict):
+  """``jax.distributed.initialize(**args)``, before any JAX computation (it must come first)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  # CPU devices of several processes talk through gloo (GPUs use NCCL, TPUs their interconnect;
+  # this option only concerns the CPU backend). It is jax 0.10's default; naming it keeps a CPU
+  # job, such as tests/test_multiprocess.py, working where a version defaults to none.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**args)
+
+
 class _NoOrbaxChatter(py_logging.Filter):
   def filter(self, record):  # orbax logs several INFO lines per save
     return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
@@ -218,9 +269,10 @@ def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f"unexpected arguments {argv[1:]}", "command line",
                              f"flags take the form --name=value; {HELP}")
+  job = distributed_args(FLAGS.distributed, *(FLAGS[k].value for k in JOB_FLAGS), os.environ)
+  if job is not None:
+    init_distributed(job)
   import jax  # pylint: disable=g-import-not-at-top  (after absl has parsed the flags: XLA_FLAGS)
-  if wants_distributed(FLAGS.distributed, os.environ):
-    jax.distributed.initialize()
   py_logging.getLogger("absl").addFilter(_NoOrbaxChatter())
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())

@@ -18,7 +18,8 @@ Protocol (one place, so numbers are comparable):
     Fa = pixels of the predicted components matched to no target / valid pixels.
 
 ``SegmentationMetrics.from_model_output`` is jit-able; states add up across batches and (as global
-sharded arrays) across devices. ``PdFa`` runs on the host with SciPy's labelling.
+sharded arrays) across devices and processes, in integers, so in any order. ``PdFa`` runs on the
+host with SciPy's labelling, each process on its own rows (``train.all_processes`` adds them up).
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ F_BETA2 = 0.3
 PD_DISTANCE = 3.0
 
 
+# nIoU's fixed point: a per-image IoU in [0, 1] as a multiple of 2^-24 (float32's resolution
+# near 1), split into two 12-bit limbs so that int32 sums stay exact for batches of < 2^19 images.
+NIOU_UNIT = 2.0 ** -24
+NIOU_LIMB = 2 ** 12
+
+
+def _fixed_point_sum(values, weight):
+  """(2,) int32: sum of ``values`` (in [0, 1]) x ``weight`` (0/1) in NIOU_UNITs, as (high, low)."""
+  q = jnp.round(values / NIOU_UNIT).astype(jnp.int32) * jnp.round(weight).astype(jnp.int32)
+  return jnp.stack([jnp.sum(q // NIOU_LIMB), jnp.sum(q % NIOU_LIMB)])
+
+
 def _as_valid(masks, valid):
   return jnp.ones(masks.shape, jnp.float32) if valid is None else valid.astype(jnp.float32)
 
@@ -61,12 +74,17 @@ class SegmentationMetrics:
   All fields add up (``merge``); ``compute`` turns them into numbers on the host. Histogram bin j
   holds pixels with exactly j curve thresholds (in logit space) below their logit, so the pixels
   predicted positive at threshold k are those in bins > k.
+
+  Every field holds whole numbers, so a sum over devices and processes is the same in any order:
+  1 device or 2 processes x 2 devices report identical numbers. The per-image IoUs of nIoU too:
+  they are summed in fixed point (``NIOU_UNIT``), where a float32 sum would round differently for
+  each way the batch is split.
   """
   tp: jax.Array
   fp: jax.Array
   fn: jax.Array
   tn: jax.Array
-  niou_sum: jax.Array
+  niou_fixed: jax.Array  # (2,) int: sum of per-image IoUs in NIOU_UNITs, as (high, low) limbs
   images: jax.Array
   pos_hist: jax.Array
   neg_hist: jax.Array
@@ -96,14 +114,15 @@ class SegmentationMetrics:
     pos = jnp.zeros(nbins, jnp.int32).at[bins].add(as_int(t.ravel()))
     neg = jnp.zeros(nbins, jnp.int32).at[bins].add(as_int(v.ravel() - t.ravel()))
     return cls(tp=as_int(jnp.sum(tp_i)), fp=as_int(jnp.sum(fp_i)), fn=as_int(jnp.sum(fn_i)),
-               tn=as_int(jnp.sum(n_i - union)), niou_sum=jnp.sum(iou_i * w), images=jnp.sum(w),
+               tn=as_int(jnp.sum(n_i - union)), niou_fixed=_fixed_point_sum(iou_i, w),
+               images=jnp.sum(w),
                pos_hist=pos, neg_hist=neg)
 
   @classmethod
   def empty(cls) -> "SegmentationMetrics":
     z = np.zeros((), np.int64)
     h = np.zeros(len(CURVE_THRESHOLDS) + 1, np.int64)
-    return cls(tp=z, fp=z, fn=z, tn=z, niou_sum=np.zeros(()), images=np.zeros(()),
+    return cls(tp=z, fp=z, fn=z, tn=z, niou_fixed=np.zeros(2, np.int64), images=np.zeros(()),
                pos_hist=h, neg_hist=h)
 
   def merge(self, other: "SegmentationMetrics") -> "SegmentationMetrics":
@@ -114,6 +133,10 @@ class SegmentationMetrics:
         return a.astype(np.int64) + b.astype(np.int64)
       return a.astype(np.float64) + b.astype(np.float64)
     return jax.tree_util.tree_map(add, self, other)
+
+  def niou_sum(self) -> float:
+    high, low = np.asarray(self.niou_fixed, np.int64)
+    return float(high * NIOU_LIMB + low) * NIOU_UNIT
 
   def curves(self) -> dict:
     """Precision, recall, TPR, FPR at each of ``CURVE_THRESHOLDS`` (ascending)."""
@@ -141,7 +164,7 @@ class SegmentationMetrics:
     f = float(_divide((1 + F_BETA2) * precision * recall, F_BETA2 * precision + recall))
     images = float(np.asarray(self.images))
     return {"iou": float(_divide(tp, tp + fp + fn)),
-            "niou": float(_divide(np.asarray(self.niou_sum), images)),
+            "niou": float(_divide(self.niou_sum(), images)),
             "precision": precision, "recall": recall, "f_measure": f, "ap": ap,
             "f_area": ap * f, "roc_auc": float(np.trapezoid(tpr, fpr)), "images": images}
 

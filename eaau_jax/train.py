@@ -192,22 +192,35 @@ def evaluate(state, loader: input_pipeline.EvalLoader, p_eval, mesh, num_panels:
   """Every metric of the protocol (metrics.py) over one split, a few prediction panels, and the
   PR/ROC curves. On a terminal a bar (``desc``) counts the batches, and goes when done."""
   seg = metrics.SegmentationMetrics.empty()
-  pdfa = metrics.PdFa()
+  pdfa = []  # this process's Pd/Fa counts, one PdFa per batch
   panels = []
   for batch in progress.bar(loader, len(loader.plan), desc, "batch", leave=False):
     state_seg, logits = p_eval(state, input_pipeline.to_global(mesh, batch))
-    seg = seg.merge(jax.device_get(state_seg))
+    seg = seg.merge(jax.device_get(state_seg))  # replicated: already the global batch's
     shards = sorted(logits.addressable_shards, key=lambda s: s.index[0].start or 0)
     local = np.concatenate([np.asarray(s.data) for s in shards])
-    pdfa = pdfa.merge(metrics.PdFa.from_model_output(local, batch["mask"], batch["valid"],
-                                                     image_weight=batch["weight"]))
+    pdfa.append(metrics.PdFa.from_model_output(local, batch["mask"], batch["valid"],
+                                               image_weight=batch["weight"]))
     if len(panels) < num_panels:
       h, w = batch["sizes"][0]
       panels.append(reporting.prediction_panels(batch["image"][:1, :h, :w], local[:1, :h, :w],
                                                 batch["mask"][:1, :h, :w])[0])
   result = seg.compute()
-  result.update(pdfa.compute())
+  result.update(all_processes(pdfa).compute())
   return result, panels, seg.curves()
+
+
+def all_processes(pdfa: list) -> metrics.PdFa:
+  """The Pd/Fa counts of every process's rows: each labels the components of its own rows on the
+  host, so the counts of the split are the sum over processes (integers: the same in any order,
+  so several processes report what one does). One gather per evaluation; per batch, the counts
+  are small enough for int32 (JAX's default), and are added up here in int64."""
+  counts = np.array([[p.targets, p.detected, p.fa_pixels, p.pixels] for p in pdfa],
+                    np.int32).reshape(-1, 4)
+  if jax.process_count() > 1:
+    counts = multihost_utils.process_allgather(counts)  # (processes, batches, 4)
+  total = np.asarray(counts, np.int64).reshape(-1, 4).sum(0)
+  return metrics.PdFa(*(int(x) for x in total))
 
 
 # ---------------------------------------------------------------- the loop

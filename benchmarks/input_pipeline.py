@@ -1,7 +1,7 @@
 """Training-pipeline throughput (images/s) on this machine: read, augment, normalise, batch.
 
   python benchmarks/input_pipeline.py [--dataset sirst --crop 480 --batches 16 --repeats 5]
-      [--workers 1,2,4] [--processes 0,2] [--mode epoch|run]
+      [--workers 1,2,4] [--processes 0,2] [--mode epoch|run] [--data_dir DIR --manual_dir '']
 
 For each number of grain worker processes (0: threads in this process only) and of prefetch
 threads, prints the median images/s over --repeats runs of --batches batches, so one can compare
@@ -67,7 +67,9 @@ def per_window(loader, args) -> tuple[float, list]:
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--dataset", default="sirst", help="sirst (needs --manual_dir) or synthetic")
-  ap.add_argument("--manual_dir", default="../shared/datasets/sirst")
+  ap.add_argument("--manual_dir", default="../shared/datasets/sirst",
+                  help="SIRST's folder (built into --data_dir on first use; '' when built)")
+  ap.add_argument("--data_dir", default=None, help="TFDS data_dir (default: the config's)")
   ap.add_argument("--crop", type=int, default=480)
   ap.add_argument("--batch", type=int, default=8)
   ap.add_argument("--batches", type=int, default=16)
@@ -80,6 +82,8 @@ def main():
   config = sirst.get_config()
   config.dataset.name = args.dataset
   config.dataset.manual_dir = args.manual_dir
+  if args.data_dir is not None:
+    config.dataset.data_dir = args.data_dir
   source = input_pipeline.open_source(config.dataset, "train")
   print(f"{args.dataset}/train ({len(source)} images), crop {args.crop}, batch {args.batch}, "
         f"{args.batches} batches per run, median of {args.repeats} runs, mode {args.mode}")

@@ -208,6 +208,11 @@ def write_section(path: str, key: str, text: str):
     f.write(new)
 
 
+def seed_dir(workdir: str, seed: int) -> str:
+  """Where seed ``seed`` of a reproduction trains, checkpoints and writes its record."""
+  return os.path.join(workdir, f"seed_{seed}")
+
+
 def seed_config(config, seed: int) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.seed = seed
@@ -270,7 +275,7 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
           stopped.append(seed)  # saved mid-training, or stopped while evaluating
         elif proc.returncode:
           raise RuntimeError(f"reproduce: seed {seed} failed (exit {proc.returncode}); its log "
-                             f"is above, its run in {os.path.join(workdir, f'seed_{seed}')}")
+                             f"is above, its run in {seed_dir(workdir, seed)}")
       time.sleep(0.5)
   finally:
     signal.signal(signal.SIGTERM, previous)
@@ -281,7 +286,7 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
     raise train.Preempted(-1, -1, workdir)  # per seed, the steps are in its own log
   records = []
   for seed in range(seeds):
-    with open(os.path.join(workdir, f"seed_{seed}", "reproduce.json")) as f:
+    with open(os.path.join(seed_dir(workdir, seed), "reproduce.json")) as f:
       records.append(json.load(f))
   return records
 
@@ -297,7 +302,7 @@ def reproduce(config, config_path: str, seeds: int, workdir: str, results: str,
     records = []
     for seed in range(seeds):
       logging.info("reproduce: seed %d of %d in %s", seed, seeds, workdir)
-      records.append(run_seed(seed_config(config, seed), os.path.join(workdir, f"seed_{seed}"),
+      records.append(run_seed(seed_config(config, seed), seed_dir(workdir, seed),
                               PROTOCOLS))
   label = label or f"{config_path}, {seeds} seed{'s' * (seeds > 1)}"
   slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_").lower()
@@ -320,7 +325,7 @@ def main(argv):
   try:
     if FLAGS.only_seed is not None:  # one seed of a --parallel run: train, evaluate, no report
       run_seed(seed_config(FLAGS.config, FLAGS.only_seed),
-               os.path.join(FLAGS.workdir, f"seed_{FLAGS.only_seed}"), PROTOCOLS)
+               seed_dir(FLAGS.workdir, FLAGS.only_seed), PROTOCOLS)
       return
     config_path = FLAGS["config"].value if isinstance(FLAGS["config"].value, str) else None
     results = FLAGS.results or os.path.join(FLAGS.workdir, "RESULTS.md")

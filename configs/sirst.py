@@ -93,6 +93,10 @@ def get_config() -> ml_collections.ConfigDict:
   o.schedule = "constant"  # constant (the paper states no schedule) | cosine
 
   config.batch_size = 8  # global, split over all devices (paper 4.2)
+  # float32 | bfloat16: what the train and eval steps compute in (train.model_apply). bfloat16
+  # casts the params and images on the way in, the logits back on the way out: params, optimizer
+  # state, BatchNorm statistics, loss and metrics stay float32.
+  config.compute_dtype = "float32"
   config.num_epochs = 300  # paper 4.2
   config.log_every_steps = 20
   config.eval_every_epochs = 5

@@ -23,9 +23,11 @@ ITEMS = ("state", "meta")
 def upgrade_config(stored: dict) -> ml_collections.ConfigDict:
   """A checkpoint's stored config in today's layout. Checkpoints written before the evaluation
   protocols (no ``eval``) were evaluated at native size, read SIRST's idx_427 split, trained with
-  ACM's base-size scale, and used MXNet's AdaGrad (``grad_scale`` / ``weight_decay_mode``)."""
+  ACM's base-size scale, and used MXNet's AdaGrad (``grad_scale`` / ``weight_decay_mode``).
+  Those written before ``compute_dtype`` computed in float32."""
   stored = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
   stored.setdefault("eval", {"protocol": "native"})
+  stored.setdefault("compute_dtype", "float32")
   stored["dataset"].setdefault("split_folder", "idx_427")
   stored["input"].setdefault("scale_reference", "base")
   stored["input"].setdefault("scale_range", (0.5, 2.0))

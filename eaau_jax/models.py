@@ -43,11 +43,13 @@ def downsample_mask(valid: Optional[jax.Array]) -> Optional[jax.Array]:
 
 
 def masked_mean(x: jax.Array, valid: Optional[jax.Array], axis=(1, 2)) -> jax.Array:
-  """Mean over ``axis`` (keepdims) of the valid pixels only."""
+  """Mean over ``axis`` (keepdims) of the valid pixels only, in ``x``'s dtype; summed in float32
+  at least (a bfloat16 pixel count is exact only up to 256)."""
   if valid is None:
     return x.mean(axis=axis, keepdims=True)
-  count = jnp.maximum(valid.sum(axis=axis, keepdims=True), 1.0)
-  return (x * valid).sum(axis=axis, keepdims=True) / count
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  count = jnp.maximum(valid.sum(axis=axis, keepdims=True, dtype=acc), 1.0)
+  return ((x * valid).sum(axis=axis, keepdims=True, dtype=acc) / count).astype(x.dtype)
 
 
 def batch_norm(train: bool, name: Optional[str] = None, **kw) -> nn.BatchNorm:
@@ -353,7 +355,8 @@ class EAAUNet(nn.Module):
     if x.ndim != 4:
       raise ValueError(f"EAAUNet expects (N, H, W, C) input, got shape {x.shape}")
     n, h, w, _ = x.shape
-    v1, v2, v3 = input_masks(n, h, w, valid)
+    # The masks in the input's dtype: float32 masks would promote a bfloat16 network to float32.
+    v1, v2, v3 = (None if v is None else v.astype(x.dtype) for v in input_masks(n, h, w, valid))
     x = apply_mask(jnp.pad(x, ((0, 0), (0, -h % 4), (0, -w % 4), (0, 0))), v1)
     c1, c2, c3 = self.widths
     fuse = functools.partial(FUSIONS[self.fusion], sa_groups=self.sa_groups, reduction=self.reduction)

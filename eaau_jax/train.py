@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -115,16 +115,57 @@ def create_optimizer(o: ml_collections.ConfigDict, total_steps: int,
   return optax.chain(*chain)
 
 
+# ---------------------------------------------------------------- mixed precision
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  """``config.compute_dtype`` as a dtype (absent, as in configs written before it: float32)."""
+  name = config.get("compute_dtype", "float32")
+  if name not in COMPUTE_DTYPES:
+    raise ConfigError(f"unknown {name!r}; expected one of {sorted(COMPUTE_DTYPES)}",
+                      "config.compute_dtype")
+  return COMPUTE_DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedPrecisionApply:
+  """``model.apply`` computing in ``dtype``: the float params (not batch_stats) and the image are
+  cast to it on the way in, the logits back to float32 on the way out, so the loss, metrics,
+  gradients (through the cast), optimizer state and params stay float32. Flax's BatchNorm takes
+  its statistics in float32 whatever its input, so batch_stats stay float32 too; the EAAU-Net
+  takes a ``valid`` mask in its input's dtype and its masked means in float32 (models.py)."""
+  apply_fn: Callable
+  dtype: Any
+
+  def __call__(self, variables, images, *args, **kwargs):
+    cast = lambda p: p.astype(self.dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p
+    variables = {**variables, "params": jax.tree_util.tree_map(cast, variables["params"])}
+    out = self.apply_fn(variables, images.astype(self.dtype), *args, **kwargs)
+    if kwargs.get("mutable"):
+      return out[0].astype(jnp.float32), out[1]
+    return out.astype(jnp.float32)
+
+
+def model_apply(config: ml_collections.ConfigDict, model) -> Callable:
+  """The apply function of the train and eval steps: ``model.apply`` itself in float32 (the
+  default), ``MixedPrecisionApply`` for ``config.compute_dtype = "bfloat16"``."""
+  dtype = compute_dtype(config)
+  return model.apply if dtype == jnp.float32 else MixedPrecisionApply(model.apply, dtype)
+
+
 # ---------------------------------------------------------------- state
 def create_train_state(config: ml_collections.ConfigDict, model: models.EAAUNet, total_steps: int,
                        mesh) -> TrainState:
-  """Initialised state, replicated over the mesh."""
+  """Initialised state, replicated over the mesh; its ``apply_fn`` computes in
+  ``config.compute_dtype`` (``model_apply``), params and optimizer state are float32."""
   c = config.input.channels
   shape = (1, 32, 32, c)
+  apply_fn = model_apply(config, model)  # every step applies the model through it
 
   def init():
     variables = model.init(jax.random.key(config.seed), jnp.zeros(shape, jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+    return TrainState.create(apply_fn=apply_fn, params=variables["params"],
                              batch_stats=variables["batch_stats"],
                              tx=create_optimizer(config.optimizer, total_steps, config.batch_size))
 

@@ -1,0 +1,42 @@
+"""benchmarks/speed.py's driver without running a worker: figure names per dtype, the device a
+worker's JAX gets, and the table when a measurement failed (a timeout or the --budget spent)."""
+
+from benchmarks import speed
+
+O = {**speed.MODES["quick"]}
+
+
+def _specs(tasks, dtypes, device="auto"):
+  return speed.measurement_specs(tasks, dtypes, device, O, [(64, 64)], [0])
+
+
+def _result(value, device_mb=None):
+  return {"value": value, "warmup_s": 2.0, "peak_rss_mb": 100.0, "import_rss_mb": 50.0,
+          "peak_device_mb": device_mb, "versions": {"jax": "x"}}
+
+
+def test_figures_are_named_by_dtype_unless_float32():
+  specs = _specs(["train_256", "infer_512"], ["float32", "bfloat16"])
+  assert list(specs) == ["train_256", "train_256_bfloat16", "infer_512", "infer_512_bfloat16"]
+  assert specs["train_256_bfloat16"]["dtype"] == "bfloat16"
+  assert specs["infer_512"]["task"] == "infer_512" and specs["infer_512"]["device"] == "auto"
+
+
+def test_worker_env_sets_jax_platform_only_when_forced():
+  env = lambda device: speed.worker_env(_specs(["train_256"], ["float32"], device)["train_256"])
+  assert env("cpu")["JAX_PLATFORMS"] == "cpu" and env("cuda")["JAX_PLATFORMS"] == "cuda"
+  assert env("auto").get("JAX_PLATFORMS") == speed.os.environ.get("JAX_PLATFORMS")
+
+
+def test_table_with_a_failed_measurement_and_device_memory():
+  specs = _specs(["train_480"], ["float32", "bfloat16"])
+  results = {"train_480": {"jax": [_result(8.0, 900.0)], "torch": [_result(4.0, 300.0)]},
+             "train_480_bfloat16": {"jax": [{"failed": "timed out after 75 s"}],
+                                    "torch": [_result(6.0, 200.0)]}}
+  rows = {r[0]: r[1:] for r in speed.figure_rows(results, specs)}
+  assert rows["train images/s, 480 x 480 crops, batch 8"] == ("8", "4", "2.00")
+  assert rows["train images/s, 480 x 480 crops, batch 8, bfloat16"] == ("failed", "6", "-")
+  assert rows["peak device MB, train_480"] == ("900", "300", "3.00")
+  block = speed.report(results, specs, "quick", O, [0], "no dataset")
+  assert "Failed: train_480_bfloat16 jax: timed out after 75 s." in block
+  assert "compute dtypes: float32, bfloat16" in block

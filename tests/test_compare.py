@@ -159,6 +159,43 @@ def test_compare_report_matches_eval_and_an_independent_detector_score(trained, 
   assert all(os.path.exists(tmp_path / "m" / p) for p in merged["pngs"])
 
 
+def test_native_detector_batches_hold_no_blank_fillers():
+  """Natively a detector's batches are one image per device: each SIRST size is nearly unique, and
+  a batch of 8 was one image and 7 blanks, all scored (8x the work of the slow detectors)."""
+  cfg = tiny_baseline("unet")
+  native = compare.detector_method("tophat", cfg.dataset, "test", "native", cfg.input.base_size)
+  assert native.loader.batch_size == jax.device_count()
+  batches = list(native.loader)
+  assert sum(b["weight"].sum() for b in batches) == len(native.loader.source)
+  if jax.device_count() == 1:
+    assert all(b["weight"].tolist() == [1.0] for b in batches)
+  acm = compare.detector_method("tophat", cfg.dataset, "test", "acm", cfg.input.base_size)
+  assert acm.loader.batch_size == 8
+
+
+def test_merge_into_an_earlier_merge_in_place_keeps_every_grid(tmp_path):
+  """Merging new rows into a merged report where it lies (as the slow detectors' rows join
+  benchmarks/results/compare): the earlier parts' grids keep their names and contents, the new
+  part's grid is numbered after them."""
+  cfg = tiny_baseline("unet")
+  for d in ("tophat", "fkrw", "maxmedian"):
+    compare.run([], cfg.dataset, "test", "acm", cfg.input.base_size, [d], str(tmp_path / d),
+                grid_images=1)
+  part = lambda d: str(tmp_path / d / "compare_test_acm.json")
+  stem = str(tmp_path / "m" / "compare_test_acm")
+  compare.merge_reports([part("tophat"), part("fkrw")], stem)
+  merged = compare.merge_reports([stem + ".json", part("maxmedian")], stem)
+  assert [r["label"] for r in merged["rows"]] == ["tophat", "fkrw", "maxmedian"]
+  grids = [p for p in merged["pngs"] if "_grid" in p]
+  assert grids == [f"compare_test_acm_grid{i}.png" for i in (1, 2, 3)]
+  for d, g in zip(("tophat", "fkrw", "maxmedian"), grids):
+    with open(tmp_path / d / "compare_test_acm_grid.png", "rb") as a, open(tmp_path / "m" / g,
+                                                                           "rb") as b:
+      assert a.read() == b.read(), g
+  with open(stem + ".json") as f:
+    assert json.load(f)["pngs"] == merged["pngs"]
+
+
 def test_best_threshold_iou_by_hand():
   # IoU = P R / (P + R - P R): 0.2, 0.3 / 0.8 = 0.375, 0.2
   curves = {"thresholds": [2.0, 0.0, -2.0], "precision": [1.0, 0.5, 0.2], "recall": [0.2, 0.6, 1.0]}

@@ -87,11 +87,16 @@ def _local_weighted_entropy(x, window: int, levels: int, mode: str):
   vals = jnp.stack([_ops.shifted(qp, r, a, b, x.shape) for a, b in offs])  # (n, H, W)
   n = len(offs)
   m = jnp.mean(vals, axis=0)
-  ent = jnp.zeros(x.shape, jnp.float32)
-  for i in range(n):  # count of equal levels per window pixel: n x n compares, fused by XLA
-    cnt = jnp.sum((vals == vals[i]).astype(jnp.float32), axis=0)
-    ent = ent - (vals[i] - m) ** 2 * jnp.log(cnt / n)
-  return ent / n
+
+  def term(i, ent):  # count of equal levels per window pixel: n compares of (H, W) maps
+    v = jax.lax.dynamic_index_in_dim(vals, i, 0, keepdims=False)
+    cnt = jnp.sum((vals == v).astype(jnp.float32), axis=0)
+    return ent - (v - m) ** 2 * jnp.log(cnt / n)
+
+  # A loop, not n unrolled steps: unrolled (n = 49 at window 7), each image size compiled in
+  # ~6.5 s against ~1.7 s rolled, the same run time (SIRST test sizes, loaded 2-core CPU); the
+  # sums agree to float32 rounding (tests/test_classical.py).
+  return jax.lax.fori_loop(0, n, term, jnp.zeros(x.shape, jnp.float32)) / n
 
 
 def mgdwe(image, *, r: int = 2, window: int = 7, levels: int = 256, mode: str = _ops.PAD_MODE):

@@ -56,6 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   i.worker_processes = 0
   i.eval_batch_size = 8  # global; must divide by the number of devices
   i.eval_pad_multiple = 128  # native protocol: images padded to multiples of this (few jit shapes)
+  # Validation keeps its prepared batches (read, resized, normalised once per run, not per
+  # validation) while they fit in this many MB per process; 0: read the split every time.
+  i.eval_cache_mb = 1024
 
   config.eval = e = ml_collections.ConfigDict()
   # acm: every image resized to base_size x base_size (ACM's testval; Table 3's protocol) | native.

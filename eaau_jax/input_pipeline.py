@@ -497,6 +497,10 @@ class EvalLoader:
   Each batch: ``image`` (B, Hb, Wb, C), zero-padded after normalisation; ``mask``; ``valid`` (1 on
   real pixels); ``weight`` (B,) (0 for filler images of a bucket's last batch); and host-side
   ``index`` (source index, -1 for fillers), ``ids``, ``sizes`` (evaluated) and ``orig_sizes``.
+
+  ``cache_bytes`` > 0 keeps the batches of the first complete pass, read-only, when their arrays
+  fit in that many bytes, and later passes yield them again: training validates the same split
+  dozens of times, and reading, resizing and normalising it was most of a validation's host time.
   """
   source: object
   batch_size: int
@@ -508,6 +512,8 @@ class EvalLoader:
   process_count: int = 1
   protocol: str = "native"
   base_size: int = 512
+  cache_bytes: int = 0
+  _cache: Optional[list] = dataclasses.field(default=None, init=False, repr=False)
 
   def __post_init__(self):
     check_protocol(self.protocol)
@@ -539,11 +545,29 @@ class EvalLoader:
     return normalize(image, self.mean, self.std, self.channels), mask
 
   def __iter__(self) -> Iterator[dict]:
+    if self._cache is not None:
+      yield from self._cache
+      return
     local = self.batch_size // self.process_count
     lo = self.process_index * local
+    kept, size = ([] if self.cache_bytes > 0 else None), 0
     for (bh, bw), idx in self.plan:
       idx = list(idx) + [None] * (self.batch_size - len(idx))
-      yield self._batch(idx[lo:lo + local], bh, bw)
+      batch = self._batch(idx[lo:lo + local], bh, bw)
+      if kept is not None:
+        arrays = [v for v in batch.values() if isinstance(v, np.ndarray)]
+        size += sum(a.nbytes for a in arrays)
+        if size > self.cache_bytes:
+          logging.info("eval (%s protocol): batches past %d MB, not kept between passes",
+                       self.protocol, self.cache_bytes // 2**20)
+          kept = None
+        else:
+          for a in arrays:
+            a.flags.writeable = False  # shared by every later pass
+          kept.append(batch)
+      yield batch
+    if kept is not None:  # only a complete pass is kept
+      self._cache = kept
 
   def single(self, ex: dict, index: int = 0) -> dict:
     """A batch of one example already read, in its bucket shape: predict streams a folder this

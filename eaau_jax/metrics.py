@@ -174,16 +174,26 @@ def label_components(binary: np.ndarray):
   return ndimage.label(binary, structure=np.ones((3, 3), bool))
 
 
+def _centroids(labels: np.ndarray, n: int):
+  """((n, 2) centroids (row, col), (n,) areas) of components 1..n of a label image.
+  From the labelled pixels' coordinates by ``bincount``: ndimage.center_of_mass with a list of
+  labels took ~11 ms for 140 components of a 512 x 512 image, most of a validation's Pd/Fa."""
+  rows, cols = np.nonzero(labels)
+  lab = labels[rows, cols]
+  area = np.bincount(lab, minlength=n + 1)[1:]
+  cent = [np.bincount(lab, weights=x, minlength=n + 1)[1:] / area for x in (rows, cols)]
+  return np.stack(cent, axis=1), area
+
+
 def match_targets(pred: np.ndarray, mask: np.ndarray, distance: float = PD_DISTANCE):
   """Target-level matching of one image (2-D arrays). Returns (targets, detected, fa_pixels)."""
   t_lab, n_t = label_components(mask > 0)
   p_lab, n_p = label_components(pred > 0)
   if n_t == 0:
     return 0, 0, int((p_lab > 0).sum())
-  t_cent = np.array(ndimage.center_of_mass(np.ones_like(t_lab), t_lab, range(1, n_t + 1)))
+  t_cent, _ = _centroids(t_lab, n_t)
   if n_p:
-    p_cent = np.array(ndimage.center_of_mass(np.ones_like(p_lab), p_lab, range(1, n_p + 1)))
-    p_area = np.bincount(p_lab.ravel(), minlength=n_p + 1)[1:]
+    p_cent, p_area = _centroids(p_lab, n_p)
   unmatched = np.ones(n_p, bool)
   detected = 0
   for c in t_cent:

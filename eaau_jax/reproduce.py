@@ -10,8 +10,9 @@ section and keeps the others, so one RESULTS.md can gather a GPU run and a reduc
 
 ``--parallel N`` trains N seeds at once, each in its own process. It does not buy throughput
 where the host or the GPU's memory bandwidth is the limit: on one H100, 1, 2 or 4 seeds side by
-side trained at 23-26 steps/s in total (BENCHMARKS.md). On SIGTERM (a scheduler's preemption, ``timeout``) every running seed saves its step and the
-command exits 0 without evaluating or reporting anything unfinished; the same command resumes.
+side trained at 23-26 steps/s in total (BENCHMARKS.md). On SIGTERM (a scheduler's preemption,
+``timeout``) every running seed saves its step and the command exits 0 without evaluating or
+reporting anything unfinished; the same command resumes.
 """
 
 from __future__ import annotations
@@ -253,6 +254,7 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
   env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
   base, pending, running = _child_argv(argv), list(range(seeds)), {}
   signalled, stopped = [], []  # a SIGTERM received here; seeds that stopped unfinished
+  halted = lambda: bool(signalled or stopped)  # no new seed starts; the run ends Preempted
   def forward(signum, frame):
     del frame
     signalled.append(signum)
@@ -260,8 +262,8 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
       p.send_signal(signal.SIGTERM)
   previous = signal.signal(signal.SIGTERM, forward)
   try:
-    while running or (pending and not (signalled or stopped)):
-      while pending and not (signalled or stopped) and len(running) < parallel:
+    while running or (pending and not halted()):
+      while pending and not halted() and len(running) < parallel:
         seed = pending.pop(0)
         logging.info("reproduce: seed %d of %d in its own process", seed, seeds)
         running[seed] = subprocess.Popen(base + [f"--only_seed={seed}"], env=env,
@@ -270,8 +272,7 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
         if proc.poll() is None:
           continue
         del running[seed]
-        if proc.returncode == PREEMPTED_EXIT or ((signalled or stopped)
-                                                  and proc.returncode == -signal.SIGTERM):
+        if proc.returncode == PREEMPTED_EXIT or (halted() and proc.returncode == -signal.SIGTERM):
           stopped.append(seed)  # saved mid-training, or stopped while evaluating
         elif proc.returncode:
           raise RuntimeError(f"reproduce: seed {seed} failed (exit {proc.returncode}); its log "
@@ -282,7 +283,7 @@ def run_parallel(seeds: int, parallel: int, workdir: str, argv: list) -> list:
     for p in running.values():  # after a failure: stop the others (they save and exit)
       p.send_signal(signal.SIGTERM)
       p.wait()
-  if signalled or stopped:
+  if halted():
     raise train.Preempted(-1, -1, workdir)  # per seed, the steps are in its own log
   records = []
   for seed in range(seeds):

@@ -235,8 +235,9 @@ def evaluate(state, loader: input_pipeline.EvalLoader, p_eval, mesh, num_panels:
   seg = metrics.SegmentationMetrics.empty()
   pdfa = []  # this process's Pd/Fa counts, one PdFa per batch
   panels = []
-  for batch in progress.bar(loader, len(loader.plan), desc, "batch", leave=False):
-    state_seg, logits = p_eval(state, input_pipeline.to_global(mesh, batch))
+
+  def on_host(batch, state_seg, logits):
+    nonlocal seg
     seg = seg.merge(jax.device_get(state_seg))  # replicated: already the global batch's
     shards = sorted(logits.addressable_shards, key=lambda s: s.index[0].start or 0)
     local = np.concatenate([np.asarray(s.data) for s in shards])
@@ -246,6 +247,17 @@ def evaluate(state, loader: input_pipeline.EvalLoader, p_eval, mesh, num_panels:
       h, w = batch["sizes"][0]
       panels.append(reporting.prediction_panels(batch["image"][:1, :h, :w], local[:1, :h, :w],
                                                 batch["mask"][:1, :h, :w])[0])
+
+  # One batch ahead: the next batch is dispatched (asynchronously) before this one's host work
+  # (Pd/Fa labelling, panels), so an accelerator computes while the host labels.
+  pending = None
+  for batch in progress.bar(loader, len(loader.plan), desc, "batch", leave=False):
+    dispatched = (batch,) + tuple(p_eval(state, input_pipeline.to_global(mesh, batch)))
+    if pending is not None:
+      on_host(*pending)
+    pending = dispatched
+  if pending is not None:
+    on_host(*pending)
   result = seg.compute()
   result.update(all_processes(pdfa).compute())
   return result, panels, seg.curves()
@@ -277,12 +289,16 @@ def data_and_stats(config):
   return train_src, eval_src, as_stat(mean), as_stat(std)
 
 
-def make_eval_loader(config, source, mean, std, protocol=None, batch_size=None):
-  """Evaluation batches of ``source`` under ``protocol`` (default ``config.eval.protocol``)."""
+def make_eval_loader(config, source, mean, std, protocol=None, batch_size=None,
+                     cache: bool = False):
+  """Evaluation batches of ``source`` under ``protocol`` (default ``config.eval.protocol``);
+  ``cache``: keep them between passes within ``config.input.eval_cache_mb`` (validation)."""
+  cache_mb = config.input.get("eval_cache_mb", 0) if cache else 0
   return input_pipeline.EvalLoader(
       source, batch_size or config.input.eval_batch_size, mean, std,
       config.input.eval_pad_multiple, config.input.channels, jax.process_index(),
-      jax.process_count(), protocol or config.eval.protocol, config.input.base_size)
+      jax.process_count(), protocol or config.eval.protocol, config.input.base_size,
+      cache_bytes=int(cache_mb * 2**20))
 
 
 def check_divisible(config):
@@ -404,8 +420,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainSt
   p_train, p_eval = compile_steps(config, mesh)
   report = progress.TrainProgress(total_steps, loader.steps_per_epoch, writer,
                                   config.log_every_steps, show=is_main)
-  run = Run(config, workdir, mesh, writer, loader, make_eval_loader(config, eval_src, mean, std),
-            ckpt, meta, p_train, p_eval, report, start)
+  eval_loader = make_eval_loader(config, eval_src, mean, std, cache=True)  # read once per run
+  run = Run(config, workdir, mesh, writer, loader, eval_loader, ckpt, meta, p_train, p_eval, report,
+            start)
   return run, state
 
 

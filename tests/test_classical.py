@@ -166,6 +166,26 @@ def test_score_to_logits_keeps_mask_and_order():
   assert np.abs(logits).max() <= threshold.CLIP
 
 
+def test_contrast_less_map_detects_nothing_at_any_curve_threshold():
+  """IPI returns an all-zero sparse part for an image it finds no target in; such a map must add
+  no predicted pixel to any point of the PR curve (at logit 0 it flooded every threshold < 0)."""
+  from eaau_jax import metrics
+  target = clutter_with_target()
+  mask = np.zeros((H, W), np.float32)
+  mask[TARGET] = 1.0
+  g = np.stack([target, np.zeros((H, W), np.float32), np.full((H, W), 7.0, np.float32)])
+  logits = np.asarray(threshold.score_to_logits(g))
+  assert np.all(logits[1:] < metrics.CURVE_LOGITS.min())
+  masks = np.stack([mask, np.zeros_like(mask), np.zeros_like(mask)])[..., None]
+  both = metrics.SegmentationMetrics.from_model_output(jnp.asarray(logits[..., None]), masks)
+  alone = metrics.SegmentationMetrics.from_model_output(jnp.asarray(logits[:1, ..., None]),
+                                                        masks[:1])
+  c_both, c_alone = both.curves(), alone.curves()
+  np.testing.assert_array_equal(c_both["precision"], c_alone["precision"])
+  np.testing.assert_array_equal(c_both["recall"], c_alone["recall"])
+  assert both.compute()["ap"] == alone.compute()["ap"]
+
+
 def _unrolled_local_weighted_entropy(x, window, levels, mode):
   """MGDWE's weight as first written: the n window pixels' terms unrolled in Python (n = 49 at
   window 7: ~6.5 s to compile per native SIRST size, ~1.7 s as the loop now in local_contrast)."""

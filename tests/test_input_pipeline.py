@@ -366,6 +366,35 @@ def test_eval_plan_reads_stored_sizes_without_decoding(tmp_path):
     assert plan == decoded and len({shape for shape, _ in plan}) > 1
 
 
+def test_eval_cache_reads_the_split_once_within_its_budget():
+  """Validation repeats its split: with ``cache_bytes`` the first complete pass is kept (read-only)
+  and later passes decode nothing and yield the same batches; past the budget, or after a pass
+  left unfinished, every pass reads the split again."""
+  src = ListSource()
+  for i in range(5):
+    src.append({"image": np.full((20 + 3 * i, 30, 1), i, np.uint8),
+                "mask": np.ones((20 + 3 * i, 30, 1), np.uint8), "id": f"im{i}"})
+  src.image_size = lambda i: src[i]["mask"].shape[:2]  # sized without decoding, as tfds is
+  plain = list(ip.EvalLoader(src, 2, 0.0, 1.0, pad_multiple=16))
+  bytes_needed = sum(v.nbytes for b in plain for v in b.values() if isinstance(v, np.ndarray))
+
+  counting = _CountingSource(src)
+  cached = ip.EvalLoader(counting, 2, 0.0, 1.0, pad_multiple=16, cache_bytes=bytes_needed)
+  next(iter(cached))  # an unfinished pass (one batch of 2 images) keeps nothing
+  first, second = list(cached), list(cached)
+  assert counting.decoded == 2 + 5 and len(first) == len(plain) == len(second)
+  for a, b, c in zip(plain, first, second):
+    assert a["ids"] == b["ids"] == c["ids"]
+    for k in ("image", "mask", "valid", "weight"):
+      np.testing.assert_array_equal(a[k], c[k])
+  assert not second[0]["image"].flags.writeable
+
+  counting = _CountingSource(src)
+  over = ip.EvalLoader(counting, 2, 0.0, 1.0, pad_multiple=16, cache_bytes=bytes_needed - 1)
+  list(over), list(over)
+  assert counting.decoded == 10 and over._cache is None
+
+
 class _Decoded:
   """A source without ``image_size``: EvalLoader sizes it by decoding every example."""
 

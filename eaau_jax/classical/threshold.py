@@ -18,7 +18,10 @@ threshold itself treats images; scores are not comparable across images in absol
 classical score has no common scale).
 
 A score map whose range is at float precision (max - mean <= ``rel_eps`` max|G|, e.g. a flat image
-filtered with float rounding noise) has no detection: T is then not meaningful.
+filtered with float rounding noise, or IPI's all-zero sparse part of an image it finds no target
+in) has no detection: T is then not meaningful, and every pixel gets the lowest logit, -``clip``,
+below every curve threshold. (At logit 0 such a map would be predicted whole at every curve
+threshold below 0: the PR curve and AP would count each of its pixels as a false alarm.)
 """
 
 from __future__ import annotations
@@ -74,8 +77,8 @@ def score_to_logits(g, ratio: float = RATIO, rel_eps: float = 1e-5, clip: float 
   # r is in [-1, 1]; atanh(r) > 0 for every r > 0 representable, so L > 0 exactly where G > T.
   logits = jnp.clip(2.0 * jnp.arctanh(jnp.clip(r, -1.0, 1.0)), -clip, clip)
   ok = _has_contrast(g, rel_eps, valid)[..., None, None]
-  # without contrast every pixel is at most 0 (no detection) but the ordering is kept.
-  return jnp.where(ok, logits, jnp.minimum(logits, 0.0))
+  # Without contrast a map ranks its pixels by rounding noise only: no detection at any threshold.
+  return jnp.where(ok, logits, -clip)
 
 
 def gao_threshold(g, k: float = 10.0):

@@ -361,8 +361,10 @@ def run_from_flags(config: Optional[ml_collections.ConfigDict], workdir: str, fl
 
 def merge_reports(paths: list[str], stem: str) -> dict:
   """One report from several compare JSONs of the same split and protocol (e.g. the CNNs and the
-  slow detectors run as separate processes): rows concatenated, the table and the PR/ROC/F-area
-  PNGs redrawn; each part's qualitative grid stays its own (predictions are not stored)."""
+  slow detectors run as separate processes): rows concatenated, a later part's row replacing an
+  earlier one of the same label in its place (a method rerun after a fix), the table and the
+  PR/ROC/F-area PNGs redrawn; each part's qualitative grid stays its own (predictions are not
+  stored)."""
   os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
   parts = []
   for p in paths:
@@ -372,7 +374,13 @@ def merge_reports(paths: list[str], stem: str) -> dict:
     for k in ("dataset", "split_folder", "split", "protocol"):
       if r[k] != parts[0][k]:
         raise errors.ConfigError(f"{p}: {k} {r[k]!r} differs from {paths[0]}'s {parts[0][k]!r}")
-  report = {**parts[0], "rows": [row for r in parts for row in r["rows"]],
+  rows = {}  # by label, in first-seen order; dicts keep a replaced key's position
+  for p, r in zip(paths, parts):
+    for row in r["rows"]:
+      if row["label"] in rows:
+        logging.info("compare --merge: %s's row %r replaces the earlier one", p, row["label"])
+      rows[row["label"]] = row
+  report = {**parts[0], "rows": list(rows.values()),
             "merged_from": [os.path.abspath(p) for p in paths]}
   report["pngs"] = [os.path.basename(p) for p in plot_curves(report["rows"], stem, report["title"])]
   grids = {}  # the parts' grids (a merged part's several), numbered beside the merged report

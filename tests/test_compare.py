@@ -195,6 +195,18 @@ def test_merge_into_an_earlier_merge_in_place_keeps_every_grid(tmp_path):
   with open(stem + ".json") as f:
     assert json.load(f)["pngs"] == merged["pngs"]
 
+  # A method rerun (after a fix) replaces its earlier row in place; the others stay as they were.
+  with open(part("fkrw")) as f:
+    rerun = json.load(f)
+  rerun["rows"][0]["metrics"]["ap"] = -1.0  # marks the rerun's row
+  with open(tmp_path / "fkrw_rerun.json", "w") as f:
+    json.dump(rerun, f)
+  os.symlink(tmp_path / "fkrw" / "compare_test_acm_grid.png", tmp_path / "compare_test_acm_grid.png")
+  again = compare.merge_reports([stem + ".json", str(tmp_path / "fkrw_rerun.json")], stem)
+  assert [r["label"] for r in again["rows"]] == ["tophat", "fkrw", "maxmedian"]
+  assert [r["metrics"]["ap"] for r in again["rows"]][1] == -1.0
+  assert again["rows"][0] == merged["rows"][0] and again["rows"][2] == merged["rows"][2]
+
 
 def test_best_threshold_iou_by_hand():
   # IoU = P R / (P + R - P R): 0.2, 0.3 / 0.8 = 0.375, 0.2

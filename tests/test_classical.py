@@ -142,6 +142,35 @@ def test_ript_unfolding_round_trips():
     np.testing.assert_array_equal(np.sort(m[2]), np.sort(np.take(np.asarray(t), 2, axis=mode).ravel()))
 
 
+_RIPT_BATCH = """
+import os, sys
+cores = sorted(os.sched_getaffinity(0))
+os.sched_setaffinity(0, cores[:2])  # XLA sizes its CPU thread pool by the affinity: 2 threads
+import jax, numpy as np
+from eaau_jax.classical import low_rank
+x = np.random.RandomState(0).uniform(0, 255, (2, 96, 96)).astype(np.float32)
+out = np.asarray(jax.jit(jax.vmap(lambda im: low_rank.ript(im, max_iter=20)))(x))
+print(out.shape, bool(np.isfinite(out).all()))
+"""
+
+
+def test_batched_ript_does_not_deadlock_on_two_threads():
+  """RIPT's three SVTs per iteration used to run together; under vmap each eigh is a batched
+  LAPACK call that waits on XLA's CPU pool for its parts, so with 2 pool threads both waited and
+  the run hung at 0% CPU (5 of 5 runs of this case, 2-core machine, jaxlib 0.10.2)."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
+  try:
+    out = subprocess.run([sys.executable, "-c", _RIPT_BATCH], capture_output=True, text=True,
+                         timeout=120, env=env, check=True).stdout
+  except subprocess.TimeoutExpired:
+    pytest.fail("jit(vmap(ript)) on 2 threads hung: its SVTs' batched eighs deadlocked the pool")
+  assert out.split() == ["(2,", "96,", "96)", "True"]
+
+
 def test_patches_round_trip_and_cover_the_image():
   x = jnp.asarray(np.random.RandomState(0).rand(37, 45).astype(np.float32))
   p = low_rank.image_to_patches(x, 10, 4)

@@ -200,6 +200,20 @@ def structure_weight(x, h: float, size: int = 3, sigma_pre: float = 1.2, sigma_p
   return jnp.exp(h * (diff - lo) / jnp.maximum(hi - lo, 1e-12))
 
 
+def _after(x, y):
+  """``x``, made to wait for ``y``: its value unchanged (+ 0 * one element of y; XLA does not fold
+  a float 0 * y away, NaN * 0 being NaN), but the runtime can start nothing that reads it before y.
+
+  Why: under vmap each SVT's eigh is one batched LAPACK call, which on XLA's CPU runtime
+  (jaxlib 0.10) splits its batch over the intra-op thread pool and blocks its own pool thread
+  until the parts are done. RIPT's three SVTs are independent, so the runtime starts them
+  together; with as many of them as pool threads (2 on a 2-core machine) every thread waits and
+  none is left to run the parts: a deadlock (seen: `--mode compare --detectors ript` under the
+  acm protocol hung at 0% CPU on the first batch). ``optimization_barrier`` does not order them
+  (its control edges do not reach the CPU runtime's schedule); a data edge does."""
+  return x + 0.0 * y.reshape(-1)[0]
+
+
 def ript_solve(f, lam, mu, weight_prior, *, eps: float = 0.01, rho: float = 1.5,
                tol: float = 1e-7, max_iter: int = 50):
   """Dai & Wu's reweighted higher-order RPCA: min sum_n ||B_(n)||_* + lam ||W . T||_1, D = B + T,
@@ -212,7 +226,11 @@ def ript_solve(f, lam, mu, weight_prior, *, eps: float = 0.01, rho: float = 1.5,
 
   def body(state):
     bs, lams, t, w, mu, it, _, count, _ = state
-    bs = jnp.stack([fold(svt(unfold(f + mu * lams[i] - t, i), mu), i, f.shape) for i in range(n)])
+    bs = []
+    for i in range(n):  # one SVT after the other: see ``_after``
+      m = unfold(f + mu * lams[i] - t, i)
+      bs.append(fold(svt(_after(m, bs[-1]) if bs else m, mu), i, f.shape))
+    bs = jnp.stack(bs)
     temp = jnp.sum(bs - f - mu * lams, axis=0)
     t = jnp.maximum(-temp / n - w * mu * lam / n, 0.0)
     w = weight_prior / (jnp.abs(t) + eps)

@@ -1,6 +1,9 @@
 """The nine classical detectors: targets found, flat images empty, references, jit + vmap."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import ROOT
 from eaau_jax import classical
 from eaau_jax.classical import filters, low_rank, threshold
 
@@ -143,7 +147,7 @@ def test_ript_unfolding_round_trips():
 
 
 _RIPT_BATCH = """
-import os, sys
+import os
 cores = sorted(os.sched_getaffinity(0))
 os.sched_setaffinity(0, cores[:2])  # XLA sizes its CPU thread pool by the affinity: 2 threads
 import jax, numpy as np
@@ -158,11 +162,7 @@ def test_batched_ript_does_not_deadlock_on_two_threads():
   """RIPT's three SVTs per iteration used to run together; under vmap each eigh is a batched
   LAPACK call that waits on XLA's CPU pool for its parts, so with 2 pool threads both waited and
   the run hung at 0% CPU (5 of 5 runs of this case, 2-core machine, jaxlib 0.10.2)."""
-  import os
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
   try:
     out = subprocess.run([sys.executable, "-c", _RIPT_BATCH], capture_output=True, text=True,
                          timeout=120, env=env, check=True).stdout

@@ -245,3 +245,31 @@ def test_folder_source_reads_rgb_for_rgb_checkpoints(tmp_path):
   np.testing.assert_array_equal(input_pipeline.FolderSource([path], rgb=True)[0]["image"], rgb)
   grey = input_pipeline.FolderSource([path])[0]
   assert grey["image"].shape == (9, 13, 1) and grey["mask"].shape == (9, 13, 1)
+
+
+def _counting_method(counter, seconds_per_run, n_batches=4):
+  """A Method whose forward counts its executions (a host callback) and advances a fake clock."""
+  def forward(_, images, valid):
+    jax.debug.callback(lambda: counter.append(seconds_per_run))
+    return images * valid
+
+  batches = [{"image": np.ones((2, 4, 4, 1), np.float32), "valid": np.ones((2, 4, 4, 1), np.float32),
+              "weight": np.array([1.0, 1.0 if i else 0.0], np.float32)} for i in range(n_batches)]
+  return compare.Method("fake", "classical", "fake", batches, None, jax.jit(forward))
+
+
+@pytest.mark.parametrize("per_run,runs,timed", [(0.001, 6, 3), (40.0, 1, 1), (12.0, 3, 3),
+                                                (20.0, 2, 2)])
+def test_ms_per_image_reruns_fast_batches_and_stops_slow_ones_at_the_budget(monkeypatch, per_run,
+                                                                             runs, timed):
+  """Fast first runs are repeated and the repeat timed (TIMING_BATCHES batches); slow ones are
+  timed once each and timing stops once TIMING_BUDGET_S (30 s) are spent, so a low-rank detector
+  is not run for minutes more than its evaluation. The clock advances by what the forward ran."""
+  counter, clock = [], [0.0]
+  monkeypatch.setattr(compare.time, "perf_counter", lambda: clock[0] + sum(counter))
+  method = _counting_method(counter, per_run)
+  ms = compare.ms_per_image(method, jax.devices("cpu")[0])
+  assert len(counter) == runs
+  # the first batch holds one real image (weight 0 for its filler), the rest two
+  expected = sorted([per_run * 1e3] + [per_run * 1e3 / 2] * (timed - 1))
+  assert ms == pytest.approx(float(np.median(expected)))

@@ -1,13 +1,15 @@
-"""Where the time of one JAX training step goes on this CPU (issue 10, item 3).
+"""Where the time of one JAX training step (or inference) goes on this CPU (issue 10, item 3).
 
-Compiles the project's train step (train.compile_steps) for configs/sirst.py's model, batch 8,
+Compiles the project's train step (train.compile_steps) for configs/sirst.py's model, batch 8
+(with --infer: the jitted train.predict_logits on one --crop x --crop image, as evaluation runs it),
 prints XLA's cost analysis (FLOPs, bytes) and the compiled HLO's instruction counts, then traces
 --steps steps with jax.profiler and prints each class of XLA operation (the fusion or op name
 without its number: ynn_fusion = YNNPACK convolutions, reductions and dots; transpose_copy_fusion =
 layout copies; ...) with its share of the operation time summed over XLA's threads. Shares are
 meaningful on a busy machine too; seconds are not. XLA flags: set XLA_FLAGS.
 
-  python benchmarks/profile_step.py [--crop 256 --steps 2 --hlo step.hlo.txt]
+  python benchmarks/profile_step.py [--crop 256 --steps 2 --dtype float32 --hlo step.hlo.txt]
+  python benchmarks/profile_step.py --infer --crop 512 --steps 10
 """
 
 import argparse
@@ -27,12 +29,23 @@ from benchmarks.speed import batch_arrays, jax_state  # pylint: disable=g-import
 from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
 
 
-def compiled_step(crop: int):
-  config, mesh, state = jax_state()
+def compiled_step(crop: int, dtype: str = "float32"):
+  """(step, state, batch): a function of (state, batch) -> (state, outputs), as the train step."""
+  config, mesh, state = jax_state(dtype)
   x, t = batch_arrays(8, crop, crop)
   batch = input_pipeline.to_global(mesh, {"image": x, "mask": t})
   p_train, _ = train.compile_steps(config, mesh)
   return p_train, state, batch
+
+
+def compiled_inference(crop: int, dtype: str = "float32"):
+  """(predict, state, batch) for batch-1 inference, all pixels valid: predict(state, batch) ->
+  logits (the state is not returned: it is unchanged)."""
+  _, _, state = jax_state(dtype)
+  x, _ = batch_arrays(1, crop, crop)
+  batch = (x, jax.numpy.ones_like(x))
+  predict = jax.jit(lambda s, b: train.predict_logits(s, *b))
+  return predict, state, batch
 
 
 def print_cost(p_train, state, batch, hlo_path=None):
@@ -68,20 +81,27 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--crop", type=int, default=256)
   ap.add_argument("--steps", type=int, default=2)
+  ap.add_argument("--dtype", default="float32", help="config.compute_dtype")
+  ap.add_argument("--infer", action="store_true", help="profile batch-1 inference instead")
   ap.add_argument("--hlo", help="also write the compiled HLO text here")
   args = ap.parse_args()
-  p_train, state, batch = compiled_step(args.crop)
+  p_train, state, batch = (compiled_inference if args.infer else compiled_step)(args.crop,
+                                                                                 args.dtype)
   print_cost(p_train, state, batch, args.hlo)
+
+  def run(state):  # one step (the donated state replaced by the new one) or one inference
+    out = p_train(state, batch)
+    jax.block_until_ready(out)
+    return state if args.infer else out[0]
+
   for _ in range(2):  # compile, then one more so the traced steps are steady
-    state, metrics = p_train(state, batch)
-    jax.block_until_ready(metrics)
+    state = run(state)
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir):
       for _ in range(args.steps):
         t0 = time.perf_counter()
-        state, metrics = p_train(state, batch)
-        jax.block_until_ready(metrics)
-        print(f"traced step: {time.perf_counter() - t0:.2f} s")
+        state = run(state)
+        print(f"traced {'inference' if args.infer else 'step'}: {time.perf_counter() - t0:.2f} s")
     shares = op_shares(trace_dir)
   total = sum(shares.values())
   print(f"operation time on XLA's threads: {total:.2f} s over {args.steps} steps")

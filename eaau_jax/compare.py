@@ -103,9 +103,12 @@ def detector_method(name: str, dataset_cfg, split: str, protocol: str, base_size
   Batches (default): ``acm``, 8 images of the one shape; ``native``, one image per device. Natively
   nearly every batch holds one exact size (93 of SIRST idx_320 test's 96), and a batch of 8 was
   one image and 7 blank fillers that the vmapped detector scored all the same: 8x the work (IPI
-  and RIPT's while loops run for the batch's slowest image)."""
+  and RIPT's while loops run for the batch's slowest image). IPI and RIPT get one image per
+  device under ``acm`` too (``classical.BATCH_SENSITIVE``: their float32 solutions depend on the
+  batch; on a 2-core CPU a batch of 4 IPI images took as long as the 4 one at a time)."""
   if batch_size is None:
-    batch_size = 8 if protocol == "acm" else jax.device_count()
+    batch_size = (8 if protocol == "acm" and name not in classical.BATCH_SENSITIVE
+                  else jax.device_count())
   if name not in classical.DETECTORS:
     raise errors.ConfigError(f"unknown detector {name!r}", "--detectors",
                              f"expected fast, all, none or some of {', '.join(classical.DETECTORS)}")

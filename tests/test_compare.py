@@ -171,6 +171,9 @@ def test_native_detector_batches_hold_no_blank_fillers():
     assert all(b["weight"].tolist() == [1.0] for b in batches)
   acm = compare.detector_method("tophat", cfg.dataset, "test", "acm", cfg.input.base_size)
   assert acm.loader.batch_size == 8
+  for name in ("ipi", "ript"):  # batch-sensitive float32 solvers: one image per device always
+    acm = compare.detector_method(name, cfg.dataset, "test", "acm", cfg.input.base_size)
+    assert acm.loader.batch_size == jax.device_count()
 
 
 def test_merge_into_an_earlier_merge_in_place_keeps_every_grid(tmp_path):

@@ -38,6 +38,13 @@ DETECTORS = {
     "ript": ript,
 }
 
+# The low-rank solvers: their float32 iterations amplify rounding, so an image's score map depends
+# on whether it was solved alone or in a vmapped batch (batched matmul and eigh round differently).
+# Measured for IPI on SIRST idx_320 test images 0-3 at 512 x 512 (acm), a batch of 4 against one
+# at a time: score maps apart by 0.27-0.82 of their maximum, adaptive masks by 0-18 pixels.
+# compare.py solves these one image per device, so a row does not depend on the batch size.
+BATCH_SENSITIVE = ("ipi", "ript")
+
 # The paper's Table 3 on SIRST (IoU, nIoU, CPU seconds per image), for the reports.
 PAPER_TABLE3 = {
     "tophat": (0.295, 0.433, 0.006), "maxmedian": (0.135, 0.257, 0.007),

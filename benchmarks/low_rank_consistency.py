@@ -14,7 +14,6 @@ or ~60 s (RIPT) per solve on a 2-core CPU, float64 a few minutes.
 """
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -40,18 +39,16 @@ def acm_images(indices, size: int):
   return np.stack([p[0][..., 0] for p in pairs]), np.stack([p[1][..., 0] > 0 for p in pairs])
 
 
-def ipi_float64(image):
-  """IPI's score map with the sparse part from the float64 NumPy solve (same patches, lambda)."""
+def float64_solve(d, lam):
+  """ipi's ``solve`` hook: the float64 NumPy inexact ALM (tests' reference) on the same matrix."""
   from test_classical import numpy_ialm  # pylint: disable=g-import-not-at-top
-  # ipi's own defaults (Table 2), so this solves the very problem ipi does
-  k = {n: v.default for n, v in inspect.signature(low_rank.ipi).parameters.items()}
-  x = jnp.asarray(image, jnp.float32)
-  p = low_rank.image_to_patches(x, k["patch"], k["stride"])
-  d = np.asarray(p.reshape(p.shape[0], -1).T, np.float64)
-  _, e = numpy_ialm(d, k["L"] / np.sqrt(min(d.shape)))
-  t = low_rank.patches_to_image(jnp.asarray(e.T.reshape(p.shape), jnp.float32), x.shape,
-                                k["patch"], k["stride"])
-  return np.asarray(low_rank._below_rounding(jnp.maximum(t, 0.0), x))  # pylint: disable=protected-access
+  a, e = numpy_ialm(np.asarray(d, np.float64), lam)
+  return a, e, -1
+
+
+def ipi_float64(image):
+  """IPI's score map with its sparse part from the float64 solve (ipi's patches, lambda, rebuild)."""
+  return np.asarray(low_rank.ipi(jnp.asarray(image, jnp.float32), solve=float64_solve))
 
 
 def compare_maps(name_a, a, name_b, b, gt) -> str:

@@ -17,6 +17,8 @@ and the split agrees with a float64 NumPy SVD solve (tests/test_classical.py).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,7 +155,7 @@ def rpca_ialm(d, lam, *, tol: float = 1e-7, max_iter: int = 100, rho: float = 1.
 
 
 def ipi(image, *, patch: int = 50, stride: int = 10, L: float = 4.5, tol: float = 1e-7,
-        max_iter: int = 100, nonneg: bool = True, return_parts: bool = False):
+        max_iter: int = 100, nonneg: bool = True, return_parts: bool = False, solve=None):
   """Infrared patch-image model: score = the sparse (target) part of the patch-image, rebuilt by
   averaging overlaps.
 
@@ -163,14 +165,18 @@ def ipi(image, *, patch: int = 50, stride: int = 10, L: float = 4.5, tol: float 
   clipped at 0 (``nonneg``: targets are brighter than their background). Table 2's threshold factor
   k = 10 belongs to Gao's own segmentation (mean + k std of the target image, ``threshold.gao``);
   the paper's comparison uses the adaptive threshold instead. ``return_parts`` also returns
-  (D, A, E, iterations) for tests.
+  (D, A, E, iterations) for tests. ``solve(D, lam) -> (A, E, iterations)`` replaces the float32
+  inexact ALM (default ``rpca_ialm`` with ``tol`` and ``max_iter``), e.g. by a float64 reference
+  solve called eagerly, so that the patch matrix and the rebuild stay this function's.
   """
   x, (h, w) = _fit(_ops.as_image(image), patch)
   p = image_to_patches(x, patch, stride)
   d = p.reshape(p.shape[0], -1).T
   lam = L / float(np.sqrt(min(d.shape)))
-  a, e, it = rpca_ialm(d, lam, tol=tol, max_iter=max_iter)
-  t = patches_to_image(e.T.reshape(p.shape), x.shape, patch, stride)[:h, :w]
+  if solve is None:
+    solve = functools.partial(rpca_ialm, tol=tol, max_iter=max_iter)
+  a, e, it = solve(d, lam)
+  t = patches_to_image(jnp.asarray(e, d.dtype).T.reshape(p.shape), x.shape, patch, stride)[:h, :w]
   t = _below_rounding(jnp.maximum(t, 0.0) if nonneg else t, x)
   return (t, (d, a, e, it)) if return_parts else t
 

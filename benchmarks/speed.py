@@ -10,10 +10,11 @@ Figures, for configs/sirst.py's model (b = 3, EAA, its `upsampling`), in each --
   infer_native          ms per image, batch 1, over SIRST's test split (configs/sirst.py's split
                         folder) at each image's own size. JAX as the project evaluates under the
                         `native` protocol: padded to a bucket (multiples of
-                        config.input.eval_pad_multiple) with the valid mask, so it computes more
-                        pixels (the padded/real ratio is printed); PyTorch at the image's own size
-                        (padded to a multiple of 4 only). Without the dataset: a fixed sample of
-                        its sizes (FALLBACK_SIZES).
+                        config.input.eval_pad_multiple, or of --pad-multiple) with the valid
+                        mask, so it computes more pixels (the padded/real ratio is printed);
+                        PyTorch at the image's own size (padded to a multiple of 4 only;
+                        --pad-multiple 4 gives JAX the same pixels, one compile per size).
+                        Without the dataset: a fixed sample of its sizes (FALLBACK_SIZES).
   infer_512             ms per image, batch 1, one 512 x 512 image (the `acm` protocol's size;
                         JAX passes the all-ones valid mask, as its evaluation does).
   peak RSS              max resident memory of the subprocess that measured the figure
@@ -150,13 +151,13 @@ def jax_train(spec: dict) -> dict:
 
 def jax_infer(spec: dict) -> dict:
   """Batch-1 inference as the project evaluates: train.predict_logits under jit, each image
-  zero-padded to its bucket (spec["bucket"]: multiples of config.input.eval_pad_multiple) with
-  the valid mask marking its pixels."""
+  zero-padded to its bucket (spec["bucket"]: multiples of spec["pad_multiple"], by default
+  config.input.eval_pad_multiple) with the valid mask marking its pixels."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
   config, _, state = jax_state(spec["dtype"])
-  multiple = config.input.eval_pad_multiple if spec["bucket"] else 1
+  multiple = (spec.get("pad_multiple") or config.input.eval_pad_multiple) if spec["bucket"] else 1
   inputs, computed, real = [], 0, 0
   for k, (h, w) in enumerate(spec["sizes"]):
     bh, bw = input_pipeline.bucket_shape(h, w, multiple)
@@ -174,7 +175,7 @@ def jax_infer(spec: dict) -> dict:
 
   warm, times = timed(one_pass, spec["warmup"], spec["steps"])
   return {"value": 1e3 * statistics.median(times) / len(inputs), "times": times,
-          "warmup_s": warm, "padded_ratio": computed / real,
+          "warmup_s": warm, "padded_ratio": computed / real, "pad_multiple": multiple,
           "shapes": len({x.shape for x, _ in inputs})}
 
 
@@ -335,12 +336,13 @@ LABELS = {  # figure, and whether its value is a speed (higher is better) or a t
 
 def task_specs(o: dict, sizes: list, cpus: list) -> dict:
   base = {"threads": len(cpus), "cpus": cpus, "warmup": o["warmup"]}
+  multiple = o.get("pad_multiple")  # None: the config's eval_pad_multiple
   return {
       "train_256": {**base, "kind": "train", "crop": 256, "steps": o["train_steps"]},
       "train_480": {**base, "kind": "train", "crop": 480, "steps": o["train_steps"]},
       # One warm-up pass compiles every bucket shape of the split.
       "infer_native": {**base, "kind": "infer", "sizes": sizes, "bucket": True, "warmup": 1,
-                       "steps": o["native_passes"]},
+                       "pad_multiple": multiple, "steps": o["native_passes"]},
       "infer_512": {**base, "kind": "infer", "sizes": [(512, 512)], "bucket": False,
                     "steps": o["infer_steps"]},
   }
@@ -507,7 +509,7 @@ def report(results: dict, specs: dict, mode: str, o: dict, cpus: list, sizes_not
   if native:
     j = native[0]
     lines.append(f"- native sizes: {sizes_note}; JAX computes {j['padded_ratio']:.2f}x the real "
-                 f"pixels (buckets of config.input.eval_pad_multiple, {j['shapes']} shapes)")
+                 f"pixels (buckets: multiples of {j['pad_multiple']}, {j['shapes']} shapes)")
   imported = {f: [r["import_rss_mb"] for r in succeeded(results, specs, f)] for f in FRAMEWORKS}
   if all(imported.values()):
     lines.append(f"- RSS after importing the framework (part of every peak below): JAX "
@@ -555,6 +557,9 @@ def parse_args():
   ap.add_argument("--infer-steps", type=int)
   ap.add_argument("--native-passes", type=int)
   ap.add_argument("--native-images", type=int, help="the first N test images (default: all)")
+  ap.add_argument("--pad-multiple", type=int,
+                  help="JAX's native buckets: multiples of this (default: the config's "
+                       "eval_pad_multiple; 4: the twin's own padding, equal pixels)")
   ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
   ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {TASKS}")
   ap.add_argument("--dtype", default="float32",
@@ -577,6 +582,7 @@ def main():
     return worker(args.worker, json.loads(args.spec))
   mode = "quick" if args.quick else "full"
   o = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in MODES[mode].items()}
+  o["pad_multiple"] = args.pad_multiple
   tasks = csv_choices(args.tasks, TASKS, "--tasks")
   dtypes = csv_choices(args.dtype, DTYPES, "--dtype")
   cpus = sorted(os.sched_getaffinity(0))[:args.threads]

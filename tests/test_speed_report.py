@@ -40,3 +40,15 @@ def test_table_with_a_failed_measurement_and_device_memory():
   block = speed.report(results, specs, "quick", O, [0], "no dataset")
   assert "Failed: train_480_bfloat16 jax: timed out after 75 s." in block
   assert "compute dtypes: float32, bfloat16" in block
+
+
+def test_pad_multiple_reaches_the_native_task_and_its_header():
+  """--pad-multiple sets JAX's native buckets (None: the config's); the header names it."""
+  assert _specs(["infer_native"], ["float32"])["infer_native"]["pad_multiple"] is None
+  specs = speed.measurement_specs(["infer_native"], ["float32"], "auto",
+                                  {**O, "pad_multiple": 4}, [(64, 64)], [0])
+  assert specs["infer_native"]["pad_multiple"] == 4 and specs["infer_native"]["bucket"]
+  jax_result = {**_result(50.0), "padded_ratio": 1.01, "pad_multiple": 4, "shapes": 23}
+  block = speed.report({"infer_native": {"jax": [jax_result], "torch": [_result(40.0)]}}, specs,
+                       "quick", O, [0], "24 images")
+  assert "JAX computes 1.01x the real pixels (buckets: multiples of 4, 23 shapes)" in block

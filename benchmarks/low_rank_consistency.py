@@ -47,14 +47,15 @@ def float64_solve(d, lam):
 
 
 def ipi_float64(image):
-  """IPI's score map with its sparse part from the float64 solve (ipi's patches, lambda, rebuild)."""
+  """IPI's score map, its sparse part from the float64 solve (ipi's patches, lambda, rebuild)."""
   return np.asarray(low_rank.ipi(jnp.asarray(image, jnp.float32), solve=float64_solve))
 
 
 def compare_maps(name_a, a, name_b, b, gt) -> str:
   ma, mb = (np.asarray(classical.adaptive_mask(s)) for s in (a, b))
   iou = lambda m: (m & gt).sum() / max((m | gt).sum(), 1)
-  return (f"{name_a} vs {name_b}: max|diff|/max {np.abs(a - b).max() / max(np.abs(b).max(), 1e-12):.3g}; "
+  apart = np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+  return (f"{name_a} vs {name_b}: max|diff|/max {apart:.3g}; "
           f"mask px {ma.sum()} / {mb.sum()}, {(ma != mb).sum()} differ; "
           f"IoU {iou(ma):.3f} / {iou(mb):.3f}")
 

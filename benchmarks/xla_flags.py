@@ -2,8 +2,9 @@
 
 Runs one speed.py task (default infer_512: batch-1 inference of a 512 x 512 image) in a fresh
 subprocess per flag set, the sets alternating round by round (their order rotated each round),
-and prints each set's median and its ratio to the baseline's (no extra flags, always run). A flag set that XLA rejects is reported as failed, not fatal. On a loaded machine only
-large ratios mean anything; a quiet one is needed for figures to quote.
+and prints each set's median and its ratio to the baseline's (no extra flags, always run). A
+flag set that XLA rejects is reported as failed, not fatal. On a loaded machine only large
+ratios mean anything; a quiet one is needed for figures to quote.
 
   python benchmarks/xla_flags.py --rounds 3 --set=--xla_cpu_enable_fast_math=true \\
       --set="--xla_cpu_use_xnnpack=true --xla_cpu_enable_fast_math=true"

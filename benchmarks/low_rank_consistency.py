@@ -83,7 +83,8 @@ def main():
       t0 = time.perf_counter()
       ref = ipi_float64(images[k])
       print(f"image {i} ({time.perf_counter() - t0:.0f} s float64): "
-            + compare_maps("alone", alone, "float64", ref, gts[k]), flush=True)
+            + compare_maps("alone", alone, "float64", ref, gts[k]) + "; "
+            + compare_maps("batched", batched[k], "float64", ref, gts[k]), flush=True)
 
 
 if __name__ == "__main__":

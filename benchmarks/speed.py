@@ -151,13 +151,13 @@ def jax_train(spec: dict) -> dict:
 
 def jax_infer(spec: dict) -> dict:
   """Batch-1 inference as the project evaluates: train.predict_logits under jit, each image
-  zero-padded to its bucket (spec["bucket"]: multiples of spec["pad_multiple"], by default
-  config.input.eval_pad_multiple) with the valid mask marking its pixels."""
+  zero-padded to its bucket (multiples of spec["pad_multiple"]; None: the config's
+  eval_pad_multiple) with the valid mask marking its pixels."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
   config, _, state = jax_state(spec["dtype"])
-  multiple = (spec.get("pad_multiple") or config.input.eval_pad_multiple) if spec["bucket"] else 1
+  multiple = spec["pad_multiple"] or config.input.eval_pad_multiple
   inputs, computed, real = [], 0, 0
   for k, (h, w) in enumerate(spec["sizes"]):
     bh, bw = input_pipeline.bucket_shape(h, w, multiple)
@@ -341,9 +341,9 @@ def task_specs(o: dict, sizes: list, cpus: list) -> dict:
       "train_256": {**base, "kind": "train", "crop": 256, "steps": o["train_steps"]},
       "train_480": {**base, "kind": "train", "crop": 480, "steps": o["train_steps"]},
       # One warm-up pass compiles every bucket shape of the split.
-      "infer_native": {**base, "kind": "infer", "sizes": sizes, "bucket": True, "warmup": 1,
-                       "pad_multiple": multiple, "steps": o["native_passes"]},
-      "infer_512": {**base, "kind": "infer", "sizes": [(512, 512)], "bucket": False,
+      "infer_native": {**base, "kind": "infer", "sizes": sizes, "pad_multiple": multiple,
+                       "warmup": 1, "steps": o["native_passes"]},
+      "infer_512": {**base, "kind": "infer", "sizes": [(512, 512)], "pad_multiple": 1,
                     "steps": o["infer_steps"]},
   }
 

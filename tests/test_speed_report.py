@@ -47,7 +47,9 @@ def test_pad_multiple_reaches_the_native_task_and_its_header():
   assert _specs(["infer_native"], ["float32"])["infer_native"]["pad_multiple"] is None
   specs = speed.measurement_specs(["infer_native"], ["float32"], "auto",
                                   {**O, "pad_multiple": 4}, [(64, 64)], [0])
-  assert specs["infer_native"]["pad_multiple"] == 4 and specs["infer_native"]["bucket"]
+  assert specs["infer_native"]["pad_multiple"] == 4
+  at_512 = speed.task_specs({**O, "pad_multiple": 4}, [(64, 64)], [0])["infer_512"]
+  assert at_512["pad_multiple"] == 1  # 512 x 512 is never padded
   jax_result = {**_result(50.0), "padded_ratio": 1.01, "pad_multiple": 4, "shapes": 23}
   block = speed.report({"infer_native": {"jax": [jax_result], "torch": [_result(40.0)]}}, specs,
                        "quick", O, [0], "24 images")

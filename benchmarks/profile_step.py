@@ -1,12 +1,13 @@
 """Where the time of one JAX training step (or inference) goes on this CPU (issue 10, item 3).
 
 Compiles the project's train step (train.compile_steps) for configs/sirst.py's model, batch 8
-(with --infer: the jitted train.predict_logits on one --crop x --crop image, as evaluation runs it),
-prints XLA's cost analysis (FLOPs, bytes) and the compiled HLO's instruction counts, then traces
---steps steps with jax.profiler and prints each class of XLA operation (the fusion or op name
-without its number: ynn_fusion = YNNPACK convolutions, reductions and dots; transpose_copy_fusion =
-layout copies; ...) with its share of the operation time summed over XLA's threads. Shares are
-meaningful on a busy machine too; seconds are not. XLA flags: set XLA_FLAGS.
+(with --infer: train.predict_logits under xla_options.jit on one --crop x --crop image, as
+evaluation runs it), prints XLA's cost analysis (FLOPs, bytes) and the compiled HLO's instruction
+counts, then traces --steps steps with jax.profiler and prints each class of XLA operation (the
+fusion or op name without its number: ynn_fusion = YNNPACK reductions and dots; convolution = XLA's
+own; transpose_copy_fusion = layout copies; ...) with its share of the operation time summed over
+XLA's threads. Shares are meaningful on a busy machine too; seconds are not. XLA flags: set
+XLA_FLAGS.
 
   python benchmarks/profile_step.py [--crop 256 --steps 2 --dtype float32 --hlo step.hlo.txt]
   python benchmarks/profile_step.py --infer --crop 512 --steps 10
@@ -26,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 
 from benchmarks.speed import batch_arrays, jax_state  # pylint: disable=g-import-not-at-top
-from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
+from eaau_jax import input_pipeline, train, xla_options  # pylint: disable=g-import-not-at-top
 
 
 def compiled_step(crop: int, dtype: str = "float32"):
@@ -44,7 +45,7 @@ def compiled_inference(crop: int, dtype: str = "float32"):
   _, _, state = jax_state(dtype)
   x, _ = batch_arrays(1, crop, crop)
   batch = (x, jax.numpy.ones_like(x))
-  predict = jax.jit(lambda s, b: train.predict_logits(s, *b))
+  predict = xla_options.jit(lambda s, b: train.predict_logits(s, *b))
   return predict, state, batch
 
 

@@ -150,12 +150,12 @@ def jax_train(spec: dict) -> dict:
 
 
 def jax_infer(spec: dict) -> dict:
-  """Batch-1 inference as the project evaluates: train.predict_logits under jit, each image
-  zero-padded to its bucket (multiples of spec["pad_multiple"]; None: the config's
+  """Batch-1 inference as the project evaluates: train.predict_logits under xla_options.jit, each
+  image zero-padded to its bucket (multiples of spec["pad_multiple"]; None: the config's
   eval_pad_multiple) with the valid mask marking its pixels."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from eaau_jax import input_pipeline, train, xla_options  # pylint: disable=g-import-not-at-top
   config, _, state = jax_state(spec["dtype"])
   multiple = spec["pad_multiple"] or config.input.eval_pad_multiple
   inputs, computed, real = [], 0, 0
@@ -167,7 +167,7 @@ def jax_infer(spec: dict) -> dict:
     valid[:, :h, :w] = 1.0
     inputs.append(jax.device_put((x, valid)))
     computed, real = computed + bh * bw, real + h * w
-  predict = jax.jit(train.predict_logits)
+  predict = xla_options.jit(train.predict_logits)
 
   def one_pass():
     for x, valid in inputs:

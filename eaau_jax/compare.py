@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from eaau_jax import checkpoints as ckpts
-from eaau_jax import classical, errors, evaluate, input_pipeline, metrics, train
+from eaau_jax import classical, errors, evaluate, input_pipeline, metrics, train, xla_options
 
 FAST_DETECTORS = ("tophat", "maxmedian", "rlcm", "mpcm", "fkrw")
 TIMING_BATCHES = 3  # ms/image: the median over (at most) this many first batches
@@ -93,7 +93,7 @@ def checkpoint_method(label: str, path: str, dataset_cfg, split: str, protocol: 
   source = f"{os.path.abspath(path)} (step {step})" + (
       f", imported from {meta['imported_from']}" if meta.get("imported_from") else "")
   return Method(label, "cnn", cfg.model.get("name", "eaau_net"), loader, p_eval,
-                jax.jit(train.predict_logits), state, meta["num_params"], source)
+                xla_options.jit(train.predict_logits), state, meta["num_params"], source)
 
 
 def detector_method(name: str, dataset_cfg, split: str, protocol: str, base_size: int,

@@ -17,6 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from eaau_jax import checkpoints, input_pipeline, metrics, models, progress, summary, train
+from eaau_jax import xla_options
 from eaau_jax.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -71,7 +72,7 @@ def _plot_curves(curves: dict, result: dict, path: str):
 def _inference_ms_per_image(state, loader, mesh, max_batches: int = 3) -> float:
   """Median over the first ``max_batches`` batches of the jitted forward time / real images
   (after compilation; a few batches suffice for a median and keep evaluation cheap)."""
-  forward = jax.jit(train.predict_logits)
+  forward = xla_options.jit(train.predict_logits)
   per_image = []
   for k, batch in enumerate(loader):
     if k == max_batches:
@@ -232,7 +233,7 @@ def run_predict(checkpoint: str, input_dir: str, output_dir: str, threshold: flo
   rgb = input_pipeline.dataset_color(config.dataset) != "grey"  # read as the model was trained
   source = input_pipeline.FolderSource(paths, rgb)
   loader = train.make_eval_loader(config, source, meta["mean"], meta["std"], protocol, batch_size=1)
-  forward = jax.jit(train.predict_logits)
+  forward = xla_options.jit(train.predict_logits)
   name = f"{os.path.abspath(os.path.expanduser(checkpoint))} (step {step})"
   os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, "detections.json")

@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from eaau_jax import checkpoints, input_pipeline, losses, metrics, models, progress, reporting
+from eaau_jax import xla_options
 from eaau_jax import summary as summaries
 from eaau_jax.errors import ConfigError
 
@@ -219,11 +220,12 @@ def compile_steps(config, mesh):
   """The jitted train and eval steps, with the state replicated and batches sharded."""
   replicated = NamedSharding(mesh, PartitionSpec())
   sharded = NamedSharding(mesh, PartitionSpec(input_pipeline.DATA_AXIS))
-  p_train = jax.jit(functools.partial(train_step, loss_cfg=config.loss, seed=config.seed),
-                    in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
-                    donate_argnums=0)
-  p_eval = jax.jit(eval_step, in_shardings=(replicated, sharded),
-                   out_shardings=(replicated, sharded))
+  platform = mesh.devices.flat[0].platform  # XLA options for it: xla_options.py
+  p_train = xla_options.jit(functools.partial(train_step, loss_cfg=config.loss, seed=config.seed),
+                            platform=platform, in_shardings=(replicated, sharded),
+                            out_shardings=(replicated, replicated), donate_argnums=0)
+  p_eval = xla_options.jit(eval_step, platform=platform, in_shardings=(replicated, sharded),
+                           out_shardings=(replicated, sharded))
   return p_train, p_eval
 
 

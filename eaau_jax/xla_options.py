@@ -1,0 +1,55 @@
+"""``jit``: jax.jit with the project's XLA compiler options for the backend it compiles for.
+
+On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. For this model's
+32- and 64-channel convolutions and for every kernel gradient, XLA's own (Eigen) convolutions are
+faster (benchmarks/conv_grads.py, BENCHMARKS.md: the 256-crop training step 1.12x, 512 x 512
+inference 1.16x on the 2-core AVX-512 CPU measured), so on the CPU YNNPACK keeps the dots and
+reductions only. The option is per compilation (jax.jit's ``compiler_options``), not a
+process-wide XLA_FLAGS: it touches the project's own steps only, a user's XLA_FLAGS that names it
+wins, and a jaxlib that does not know it costs the speed-up, not the run. On a GPU nothing is set.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+
+YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+# YNNPACK's default kinds (individual convolutions, individual dots, reductions) less convolutions:
+# the same compiled HLO as XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution.
+CPU_OPTIONS = {YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def compiler_options(platform: str, environ=None) -> Optional[dict]:
+  """The options ``jit`` passes for ``platform`` (a ``jax.Device.platform``), or None."""
+  if platform != "cpu":
+    return None
+  if YNN_OPTION in (os.environ if environ is None else environ).get("XLA_FLAGS", ""):
+    return None  # the user chose YNNPACK's kinds: compile options would override XLA_FLAGS
+  return dict(CPU_OPTIONS) if _cpu_accepts(tuple(CPU_OPTIONS.items())) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_accepts(options: tuple) -> bool:
+  """Whether this jaxlib's CPU compiler takes ``options`` (an unknown one is a compile error)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(
+        jax.ShapeDtypeStruct((1,), jnp.float32)).compile()
+  except Exception as e:  # pylint: disable=broad-except  (jaxlib raises its own error types)
+    logging.warning("XLA CPU options %s not taken by this jaxlib (%s): compiling without them, "
+                    "about 1.1x slower on the CPU (BENCHMARKS.md)", dict(options),
+                    str(e).splitlines()[0])
+    return False
+  return True
+
+
+def jit(fun: Callable, *, platform: Optional[str] = None, **kwargs: Any):
+  """``jax.jit(fun, **kwargs)`` with ``compiler_options(platform)``; ``platform`` defaults to
+  JAX's default backend (pass a mesh's ``devices.flat[0].platform`` when compiling for a mesh)."""
+  return jax.jit(fun, compiler_options=compiler_options(platform or jax.default_backend()),
+                 **kwargs)

@@ -1,0 +1,76 @@
+"""xla_options.jit: on the CPU, convolutions compile to XLA's own rather than YNNPACK's (issue 10),
+with the same values; nothing on other platforms; a user's XLA_FLAGS and an older jaxlib respected.
+"""
+
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from eaau_jax import input_pipeline, models, train, xla_options
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU compiler options")
+
+
+def _ynn_convolutions(hlo: str) -> int:
+  """Convolutions inside computations that a YNNPACK fusion calls."""
+  ynn_calls = {m.group(1) for line in hlo.splitlines() if '"kind":"__ynn_fusion"' in line
+               for m in [re.search(r"calls=%([\w.\-]+)", line)] if m}
+  count = 0
+  for block in hlo.split("\n\n"):  # one computation each
+    m = re.match(r"\s*%([\w.\-]+) ", block)
+    if m and m.group(1) in ynn_calls:
+      count += len(re.findall(r" convolution\(", block))
+  return count
+
+
+def _all_convolutions(hlo: str) -> int:
+  return len(re.findall(r" convolution\(", hlo))
+
+
+def _conv(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_cpu_convolutions_leave_ynnpack_with_the_same_values():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 16, 16, 32)).astype(np.float32)
+  w = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+  plain, ours = jax.jit(_conv), xla_options.jit(_conv)
+  plain_hlo = plain.lower(x, w).compile().as_text()
+  ours_hlo = ours.lower(x, w).compile().as_text()
+  assert _ynn_convolutions(plain_hlo) == 1  # this jaxlib's default: YNNPACK takes it
+  assert _all_convolutions(ours_hlo) == 1 and _ynn_convolutions(ours_hlo) == 0
+  np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-4)
+
+
+def test_train_and_eval_steps_compile_with_the_options():
+  config = tiny.get_config()
+  mesh = input_pipeline.make_mesh()
+  state = train.create_train_state(config, models.model_from_config(config.model), 10, mesh)
+  x = np.zeros((2, 32, 32, 1), np.float32)
+  batch = input_pipeline.to_global(mesh, {"image": x, "mask": x})
+  p_train, _ = train.compile_steps(config, mesh)
+  hlo = p_train.lower(state, batch).compile().as_text()
+  assert _all_convolutions(hlo) > 0 and _ynn_convolutions(hlo) == 0
+
+
+def test_options_by_platform_and_user_flags():
+  assert xla_options.compiler_options("gpu") is None
+  assert xla_options.compiler_options("cpu", environ={}) == xla_options.CPU_OPTIONS
+  user = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
+  assert xla_options.compiler_options("cpu", environ=user) is None
+  other = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  assert xla_options.compiler_options("cpu", environ=other) == xla_options.CPU_OPTIONS
+
+
+def test_an_option_this_jaxlib_lacks_compiles_without_it(monkeypatch, caplog):
+  monkeypatch.setattr(xla_options, "CPU_OPTIONS", {"xla_cpu_no_such_option": "1"})
+  with caplog.at_level("WARNING"):
+    assert xla_options.compiler_options("cpu", environ={}) is None
+  assert "xla_cpu_no_such_option" in caplog.text and "compiling without them" in caplog.text
+  f = xla_options.jit(lambda v: v * 2, platform="cpu")
+  np.testing.assert_array_equal(f(np.arange(3.0)), [0.0, 2.0, 4.0])

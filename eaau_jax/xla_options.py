@@ -2,11 +2,12 @@
 
 On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. For this model's
 32- and 64-channel convolutions and for every kernel gradient, XLA's own (Eigen) convolutions are
-faster (benchmarks/conv_grads.py, BENCHMARKS.md: the 256-crop training step 1.12x, 512 x 512
-inference 1.16x on the 2-core AVX-512 CPU measured), so on the CPU YNNPACK keeps the dots and
-reductions only. The option is per compilation (jax.jit's ``compiler_options``), not a
-process-wide XLA_FLAGS: it touches the project's own steps only, a user's XLA_FLAGS that names it
-wins, and a jaxlib that does not know it costs the speed-up, not the run. On a GPU nothing is set.
+faster (benchmarks/conv_grads.py; on the 2-core AVX-512 CPU measured, BENCHMARKS.md: training
+1.16x at 256 x 256 crops and 1.23x at 480, inference 1.15x at 512 x 512), so on the CPU YNNPACK
+keeps the dots and reductions only. The option is per compilation (jax.jit's
+``compiler_options``), not a process-wide XLA_FLAGS: it touches the project's own steps only, a
+user's XLA_FLAGS that names it wins, and a jaxlib that does not know it costs the speed-up, not
+the run. On a GPU nothing is set.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ def main():
       per_image[L].append(c[0] / max(c[1], 1))
     print(f"image {i}: " + ", ".join(f"L={L:g} IoU {per_image[L][-1]:.3f}" for L in ls)
           + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-  print(f"{len(indices)} SIRST idx_320 test images (every {args.every}-th from 0), acm {args.size}^2, "
-        "adaptive threshold T = 0.5 mean + 0.5 max:")
+  print(f"{len(indices)} SIRST idx_320 test images (every {args.every}-th from 0), "
+        f"acm {args.size}^2, adaptive threshold T = 0.5 mean + 0.5 max:")
   for L in ls:
     inter, union, pred, true = counts[L]
     print(f"  L = {L:g}: IoU {inter / union:.4f}, nIoU {np.mean(per_image[L]):.4f}, "

@@ -43,7 +43,7 @@ def _cpu_accepts(options: tuple) -> bool:
         jax.ShapeDtypeStruct((1,), jnp.float32)).compile()
   except Exception as e:  # pylint: disable=broad-except  (jaxlib raises its own error types)
     logging.warning("XLA CPU options %s not taken by this jaxlib (%s): compiling without them, "
-                    "about 1.1x slower on the CPU (BENCHMARKS.md)", dict(options),
+                    "1.15-1.23x slower on the CPU measured (BENCHMARKS.md)", dict(options),
                     str(e).splitlines()[0])
     return False
   return True

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eaau_jax.errors import ConfigError
+from eaau_jax.xla_options import fusion_boundary
 
 # BatchNorm momentum 0.9 is PyTorch/MXNet's 0.1 (theirs weights the new batch, Flax's the old stats).
 BN_MOMENTUM = 0.9
@@ -77,7 +78,9 @@ class ResidualBlock(nn.Module):
     if self.strides != 1 or x.shape[-1] != self.features:
       x = conv(self.features, (1, 1), strides=self.strides)(x)
       x = batch_norm(train)(x)
-    return apply_mask(nn.relu(x + y), valid)
+    # The residual stream: XLA's CPU fusion would recompute every earlier block's output inside
+    # each consumer of this one (xla_options.fusion_boundary).
+    return fusion_boundary(apply_mask(nn.relu(x + y), valid))
 
 
 class Stage(nn.Module):

@@ -1,4 +1,5 @@
-"""``jit``: jax.jit with the project's XLA compiler options for the backend it compiles for.
+"""XLA on the CPU: ``jit`` (jax.jit with the project's compiler options for the backend it compiles
+for) and ``fusion_boundary`` (a value computed once, where XLA's CPU fusion would recompute it).
 
 On the CPU, XLA hands convolutions, dots and reductions to YNNPACK by default. For this model's
 32- and 64-channel convolutions and for every kernel gradient, XLA's own (Eigen) convolutions are
@@ -54,3 +55,25 @@ def jit(fun: Callable, *, platform: Optional[str] = None, **kwargs: Any):
   JAX's default backend (pass a mesh's ``devices.flat[0].platform`` when compiling for a mesh)."""
   return jax.jit(fun, compiler_options=compiler_options(platform or jax.default_backend()),
                  **kwargs)
+
+
+def fusion_boundary(x: jax.Array) -> jax.Array:
+  """``x`` unchanged, computed once where XLA compiles for the CPU; elsewhere nothing is emitted.
+
+  XLA's CPU fusion duplicates cheap element-wise producers into every consumer fusion. Along a
+  residual stream (``relu(bn(conv(.)) + x)`` block after block) that compounds: each consumer of a
+  block's output, the next convolution's input and each weight gradient's transposed copy, re-reads
+  the convolution outputs of every earlier block of the stage and recomputes their BatchNorm, ReLU
+  and additions (fusions of 20 operands in the train step). ``jax.lax.optimization_barrier`` does
+  not stop it: the CPU compiler removes barriers before fusing. A conditional does, since no fusion
+  crosses one; its predicate is true for every value of ``x`` (NaN included) but not provably so
+  to XLA, which would otherwise fold it. On other platforms a conditional would cost a
+  device-to-host copy of the predicate, so ``platform_dependent`` emits it for the CPU only.
+  """
+  return jax.lax.platform_dependent(x, cpu=_materialized, default=lambda v: v)
+
+
+def _materialized(x: jax.Array) -> jax.Array:
+  s = x.reshape(-1)[0]
+  always = (s == s) | (s != s)  # pylint: disable=comparison-with-itself
+  return jax.lax.cond(always, lambda v: v, jnp.zeros_like, x)

@@ -74,3 +74,50 @@ def test_an_option_this_jaxlib_lacks_compiles_without_it(monkeypatch, caplog):
   assert "xla_cpu_no_such_option" in caplog.text and "compiling without them" in caplog.text
   f = xla_options.jit(lambda v: v * 2, platform="cpu")
   np.testing.assert_array_equal(f(np.arange(3.0)), [0.0, 2.0, 4.0])
+
+
+# ------------------------------------------------------------------ fusion_boundary
+
+
+def _most_convolutions_one_fusion_reads(hlo: str) -> int:
+  """The most convolution outputs any top-level fusion of the entry computation reads."""
+  entry = hlo[hlo.index("\nENTRY"):]
+  ops = {}
+  for line in entry.splitlines():
+    m = re.match(r"\s*(?:ROOT )?%(\S+) = \S+ (\S+?)\((.*?)\)", line)
+    if m:
+      ops[m.group(1)] = (m.group(2), set(re.findall(r"%([\w.\-]+)", m.group(3))))
+  return max(sum(ops.get(a, ("",))[0] == "convolution" for a in args)
+             for op, args in ops.values() if op == "fusion")
+
+
+def test_residual_stream_is_not_recomputed_in_every_fusion():
+  """Without the boundary, XLA's CPU fusion re-reads each earlier block's convolution output in
+  every fusion downstream of it (4 in one fusion for a single block per stage, more with three);
+  with it, a fusion reads at most the two a block needs (its convolution and its shortcut's)."""
+  config = tiny.get_config()
+  config.model.blocks = 3
+  mesh = input_pipeline.make_mesh()
+  state = train.create_train_state(config, models.model_from_config(config.model), 10, mesh)
+  x = np.zeros((2, 32, 32, 1), np.float32)
+  batch = input_pipeline.to_global(mesh, {"image": x, "mask": x})
+  p_train, _ = train.compile_steps(config, mesh)
+  assert _most_convolutions_one_fusion_reads(p_train.lower(state, batch).compile().as_text()) <= 2
+
+
+def test_fusion_boundary_is_the_identity_with_its_gradient():
+  x = np.array([[np.nan, -0.0, np.inf], [1.5, -np.inf, 3.0]], np.float32)
+  for v in (x, x[::-1], np.zeros((2, 3), np.float32)):  # NaN first, NaN elsewhere, zeros
+    np.testing.assert_array_equal(jax.jit(xla_options.fusion_boundary)(v), v)
+  w = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+  grad = jax.jit(jax.grad(lambda v: (xla_options.fusion_boundary(v) * w).sum()))(x)
+  np.testing.assert_array_equal(grad, w)
+
+
+def test_fusion_boundary_is_a_conditional_on_the_cpu_only():
+  traced = jax.jit(xla_options.fusion_boundary).trace(np.ones((4, 4), np.float32))
+  assert "compare" in traced.lower(lowering_platforms=("cpu",)).as_text()  # the predicate
+  for platform in ("cuda", "tpu"):
+    assert "compare" not in traced.lower(lowering_platforms=(platform,)).as_text()
+  compiled = jax.jit(xla_options.fusion_boundary).lower(np.ones((4, 4), np.float32)).compile()
+  assert " conditional(" in compiled.as_text()  # kept by XLA's CPU compiler, not folded away

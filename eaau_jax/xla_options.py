@@ -69,6 +69,9 @@ def fusion_boundary(x: jax.Array) -> jax.Array:
   crosses one; its predicate is true for every value of ``x`` (NaN included) but not provably so
   to XLA, which would otherwise fold it. On other platforms a conditional would cost a
   device-to-host copy of the predicate, so ``platform_dependent`` emits it for the CPU only.
+  The price is one copy of ``x`` (the branch's); on the 2-core CPU measured, around the residual
+  blocks' outputs it made training 1.22x faster at 256 x 256 crops and 1.27x at 480, inference
+  1.07x (BENCHMARKS.md).
   """
   return jax.lax.platform_dependent(x, cpu=_materialized, default=lambda v: v)
 

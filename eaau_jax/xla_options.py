@@ -77,6 +77,8 @@ def fusion_boundary(x: jax.Array) -> jax.Array:
 
 
 def _materialized(x: jax.Array) -> jax.Array:
+  if x.size == 0:
+    return x
   s = x.reshape(-1)[0]
   always = (s == s) | (s != s)  # pylint: disable=comparison-with-itself
   return jax.lax.cond(always, lambda v: v, jnp.zeros_like, x)

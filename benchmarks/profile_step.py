@@ -11,6 +11,10 @@ XLA_FLAGS.
 
   python benchmarks/profile_step.py [--crop 256 --steps 2 --dtype float32 --hlo step.hlo.txt]
   python benchmarks/profile_step.py --infer --crop 512 --steps 10
+
+On a GPU the same command reads the kernels on the device's streams (XLA's fusions by kind,
+cuDNN's convolutions by pass); the total is then the GPU's busy time, which the traced steps'
+wall time exceeds by the gaps between kernels. --xplane keeps the trace for a closer look.
 """
 
 import argparse
@@ -18,6 +22,7 @@ import collections
 import glob
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -64,17 +69,35 @@ def print_cost(p_train, state, batch, hlo_path=None):
       f.write(hlo)
 
 
+def gpu_kernel_class(name: str) -> str:
+  """A GPU kernel's class: cuDNN's convolution kernels by pass (their names carry fprop / dgrad /
+  wgrad), cuDNN's tensor conversions, XLA's fusions by kind (its kernels are named after them)."""
+  for key, label in (("convertTensor", "cudnn convertTensor"), ("wgrad", "conv wgrad (weights)"),
+                     ("dgrad", "conv dgrad (inputs)"), ("fprop", "conv fprop"),
+                     ("convolve", "conv fprop"), ("Memset", "memset"), ("memcpy", "memcpy")):
+    if key in name:
+      return label
+  return re.sub(r"_\d+$", "", re.sub(r"\.\d+", "", name))[:48]
+
+
 def op_shares(trace_dir: str) -> collections.Counter:
-  """Seconds per operation class on XLA's worker threads, from the trace in ``trace_dir``."""
+  """Seconds per operation class, from the trace in ``trace_dir``: on the CPU summed over XLA's
+  worker threads; on a GPU over the kernels of the device's streams (gpu_kernel_class)."""
   path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
-  shares = collections.Counter()
+  shares, seen = collections.Counter(), []
   for plane in jax.profiler.ProfileData.from_file(path).planes:
+    gpu = plane.name.startswith("/device:GPU")
     for line in plane.lines:
-      if "XLAEigen" not in line.name:  # XLA's intra-op pool: where the operations run
-        continue
-      for ev in line.events:
-        if not ev.name.startswith(("ThunkExecutor", "end: ")):  # parents and markers
-          shares[re.sub(r"\.\d+$", "", ev.name)] += ev.duration_ns / 1e9
+      seen.append(f"{plane.name}: {line.name}")
+      if gpu and line.name.startswith("Stream"):
+        for ev in line.events:
+          shares[gpu_kernel_class(ev.name)] += ev.duration_ns / 1e9
+      elif "XLAEigen" in line.name:  # XLA's intra-op pool: where the CPU's operations run
+        for ev in line.events:
+          if not ev.name.startswith(("ThunkExecutor", "end: ")):  # parents and markers
+            shares[re.sub(r"\.\d+", "", ev.name)] += ev.duration_ns / 1e9
+  if not shares:  # an unknown trace layout: say what it holds rather than print nothing
+    print("no operation events found; the trace's lines:", sorted(set(seen)))
   return shares
 
 
@@ -85,6 +108,7 @@ def main():
   ap.add_argument("--dtype", default="float32", help="config.compute_dtype")
   ap.add_argument("--infer", action="store_true", help="profile batch-1 inference instead")
   ap.add_argument("--hlo", help="also write the compiled HLO text here")
+  ap.add_argument("--xplane", help="also copy the trace (an .xplane.pb) here")
   args = ap.parse_args()
   p_train, state, batch = (compiled_inference if args.infer else compiled_step)(args.crop,
                                                                                  args.dtype)
@@ -104,8 +128,12 @@ def main():
         state = run(state)
         print(f"traced {'inference' if args.infer else 'step'}: {time.perf_counter() - t0:.2f} s")
     shares = op_shares(trace_dir)
+    if args.xplane:
+      shutil.copy(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0],
+                  args.xplane)
   total = sum(shares.values())
-  print(f"operation time on XLA's threads: {total:.2f} s over {args.steps} steps")
+  print(f"operation time (CPU: on XLA's threads; GPU: kernels): {total:.3f} s over {args.steps} "
+        "steps")
   for name, seconds in shares.most_common(15):
     print(f"  {name:32s} {100 * seconds / total:5.1f}%")
 

@@ -54,3 +54,19 @@ def test_pad_multiple_reaches_the_native_task_and_its_header():
   block = speed.report({"infer_native": {"jax": [jax_result], "torch": [_result(40.0)]}}, specs,
                        "quick", O, [0], "24 images")
   assert "JAX computes 1.01x the real pixels (buckets: multiples of 4, 23 shapes)" in block
+
+
+def test_profile_step_classes_gpu_kernels_by_convolution_pass():
+  """benchmarks/profile_step.py on a GPU: the kernel names of the H200 trace of 2026-11-27 fall
+  into the convolution passes, cuDNN's conversions and XLA's fusions by kind."""
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  cls = profile_step.gpu_kernel_class
+  assert cls("sm90_xmma_wgrad_implicit_gemm_indexed_tf32f32_tf32f32_f32_nhwckrsc_nhwc") == (
+      "conv wgrad (weights)")
+  assert cls("sm90_xmma_dgrad_implicit_gemm_f32f32_tf32f32_f32_nhwckrsc_nhwc") == (
+      "conv dgrad (inputs)")
+  assert cls("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "conv fprop"
+  assert cls("void cudnn::engines_precompiled::convertTensor_kernel<float, float, float>") == (
+      "cudnn convertTensor")
+  assert cls("input_reduce_fusion_12") == cls("input_reduce_fusion") == "input_reduce_fusion"
+  assert cls("loop_add_fusion.3") == "loop_add_fusion"

@@ -103,7 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 300  # paper 4.2
   config.log_every_steps = 20
   config.eval_every_epochs = 5
-  config.checkpoint_every_steps = 500  # also at every evaluation and at the end
+  config.checkpoint_every_steps = 500  # and at the end; best/ at an evaluation that improves
   config.keep_checkpoints = 3  # the last K; the best by val IoU is kept separately
   config.num_eval_images_logged = 4  # prediction | mask image panels per evaluation
   return config

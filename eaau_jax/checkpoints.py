@@ -7,8 +7,8 @@ that was trained, and say so clearly when the checkpoint and the config disagree
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Optional
 
 import jax
 import ml_collections
@@ -60,22 +60,47 @@ def _abstract(state, mesh):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
 
 
+def _save_args(state, meta: dict):
+  return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+
+
 class Checkpoints:
-  """Save every N steps / at each evaluation; resume from the latest."""
+  """checkpoints/: every N steps and at the end, to resume from the latest. best/: the first step
+  with the highest val IoU so far."""
 
   def __init__(self, workdir: str, keep: int):
     self.directory = os.path.join(workdir, "checkpoints")
     self.latest = _manager(self.directory, max_to_keep=keep)
     self.best = _manager(os.path.join(workdir, "best"), max_to_keep=1, best_mode="max",
                          best_fn=lambda m: m["iou"])
+    self.best_iou = self._kept_best_iou()
 
-  def save(self, step: int, state, meta: dict, val_metrics: Optional[dict] = None):
-    def args(meta):
-      return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+  def _kept_best_iou(self) -> float:
+    """The val IoU of the step in best/ (a resumed run), else -inf (then the next evaluation is
+    saved, and orbax's ``best_fn`` keeps the better of the two)."""
+    steps = self.best.all_steps()
+    if not steps:
+      return -math.inf
+    return read_meta(self.best, max(steps)).get("val_metrics", {}).get("iou", -math.inf)
+
+  def save(self, step: int, state, meta: dict):
+    """To checkpoints/ (once per step)."""
     if step not in self.latest.all_steps():
-      self.latest.save(step, args=args(meta))
-    if val_metrics is not None and step not in self.best.all_steps():
-      self.best.save(step, metrics=val_metrics, args=args({**meta, "val_metrics": val_metrics}))
+      self.latest.save(step, args=_save_args(state, meta))
+
+  def save_best(self, step: int, state, meta: dict, val_metrics: dict) -> bool:
+    """To best/ if ``val_metrics["iou"]`` beats the kept one; returns whether it did.
+
+    Saving every evaluated step and letting orbax delete the worse cost the loop ~0.5 s an
+    evaluation on an H200 (61 in a paper run) plus the background write: most evaluations do not
+    improve (40 of seed 4's 60). Every process holds the same metrics (replicated), so all of them
+    take the same branch, as orbax's collective save needs."""
+    if not val_metrics["iou"] > self.best_iou or step in self.best.all_steps():
+      return False
+    self.best_iou = val_metrics["iou"]
+    self.best.save(step, metrics=val_metrics,
+                   args=_save_args(state, {**meta, "val_metrics": val_metrics}))
+    return True
 
   def restore_latest(self, state, mesh):
     step = self.latest.latest_step()

@@ -445,11 +445,13 @@ def evaluate_and_log(run: Run, state: TrainState, step: int) -> dict:
 
 def end_of_epoch(run: Run, state: TrainState, step: int, epoch: int):
   """The evaluation/checkpoint hook after ``epoch``: evaluate every ``eval_every_epochs`` (and
-  after the last), the step then a candidate for best/ as well as checkpoints/."""
+  after the last), the step then a candidate for best/."""
   c = run.config
   if (epoch + 1) % c.eval_every_epochs == 0 or epoch + 1 == c.num_epochs:
-    # A step saved by the loop is not written twice to checkpoints/ (Checkpoints.save).
-    run.ckpt.save(step, state, run.meta, val_metrics=evaluate_and_log(run, state, step))
+    # Only to best/, and only when the val IoU improves: checkpoints/ is written every
+    # checkpoint_every_steps and at the end (a SIGTERM saves where it stops), not at every
+    # evaluation: the two saves cost the loop ~1 s an evaluation on an H200 (BENCHMARKS.md).
+    run.ckpt.save_best(step, state, run.meta, evaluate_and_log(run, state, step))
 
 
 def train_epochs(run: Run, state: TrainState, preemption: Preemption):

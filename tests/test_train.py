@@ -1,6 +1,7 @@
 """Training, data parallelism, checkpoint resume, eval and predict modes, on tiny configs."""
 
 import json
+import math
 import os
 import queue
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import jax
 import numpy as np
@@ -458,6 +460,69 @@ def test_distributed_initialisation_follows_flag_then_environment():
   assert wants_distributed(True, {}) is True
 
 
+def _steps(directory: str) -> list:
+  return sorted(int(s) for s in os.listdir(directory) if s.isdigit())
+
+
+def _count_best_saves(ckpt) -> list:
+  """Wraps ``ckpt.best.save``; the returned list fills with the steps it is called for."""
+  saved, save = [], ckpt.best.save
+  ckpt.best.save = lambda step, **kw: (saved.append(step), save(step, **kw))[1]
+  return saved
+
+
+def test_best_checkpoint_is_written_only_when_val_iou_improves(tmp_path):
+  """best/ is saved only for a val IoU above the kept one (of equal ones the first stays), also
+  after a resumption, which reads the kept one's IoU back; checkpoints/ is apart."""
+  config = tiny.get_config()
+  state = train.create_train_state(config, models.model_from_config(config.model), 8,
+                                   input_pipeline.make_mesh())
+  meta = {"config": config.to_dict(), "mean": 100.0, "std": 40.0, "num_params": 1}
+  workdir = str(tmp_path / "wd")
+  ckpt = checkpoints.Checkpoints(workdir, 10)
+  assert ckpt.best_iou == -math.inf
+  saved = _count_best_saves(ckpt)
+  done = [ckpt.save_best(step, state, meta, {"iou": iou})
+          for step, iou in [(1, 0.3), (2, 0.2), (3, 0.5), (4, 0.5), (5, 0.1)]]
+  ckpt.save(5, state, meta)
+  ckpt.close()
+  assert saved == [1, 3] and done == [True, False, True, False, False]
+  assert _steps(os.path.join(workdir, "best")) == [3]
+  assert _steps(os.path.join(workdir, "checkpoints")) == [5]
+
+  resumed = checkpoints.Checkpoints(workdir, 10)
+  assert resumed.best_iou == 0.5
+  saved = _count_best_saves(resumed)
+  for step, iou in [(6, 0.4), (7, 0.6)]:
+    resumed.save_best(step, state, meta, {"iou": iou})
+  resumed.close()
+  assert saved == [7]
+  assert _steps(os.path.join(workdir, "best")) == [7]
+  manager, step = checkpoints.locate(workdir)
+  assert step == 7 and checkpoints.read_meta(manager, step)["val_metrics"] == {"iou": 0.6}
+
+
+def test_evaluation_saves_to_best_only(monkeypatch):
+  """The end-of-epoch hook evaluates every eval_every_epochs and offers the step to best/ alone:
+  checkpoints/ is written every checkpoint_every_steps and at the end, not at evaluations."""
+  calls = []
+
+  class Recorder:
+    def save(self, *args, **kwargs):
+      calls.append("checkpoints/")
+
+    def save_best(self, step, state, meta, val_metrics):
+      calls.append(("best/", step, val_metrics["iou"]))
+
+  config = tiny.get_config()
+  config.eval_every_epochs, config.num_epochs = 2, 5
+  run = types.SimpleNamespace(config=config, ckpt=Recorder(), meta={})
+  monkeypatch.setattr(train, "evaluate_and_log", lambda run, state, step: {"iou": step / 100})
+  for epoch in range(5):
+    train.end_of_epoch(run, None, 4 * (epoch + 1), epoch)
+  assert calls == [("best/", 8, 0.08), ("best/", 16, 0.16), ("best/", 20, 0.2)]
+
+
 def test_checkpoint_written_before_protocols_still_evaluates(tmp_path):
   """A checkpoint whose stored config has the earlier layout (no eval.protocol, MXNet AdaGrad as
   grad_scale/weight_decay_mode, no split_folder) restores and evaluates, at native size."""
@@ -470,8 +535,8 @@ def test_checkpoint_written_before_protocols_still_evaluates(tmp_path):
   del old["input"]["scale_reference"], old["input"]["scale_range"], old["model"]["name"]
   old["optimizer"].update(grad_scale=0.25, weight_decay_mode="decoupled")
   ckpt = checkpoints.Checkpoints(str(tmp_path / "wd"), 1)
-  ckpt.save(3, state, {"config": old, "mean": 100.0, "std": 40.0, "num_params": 1},
-            val_metrics={"iou": 0.1})
+  ckpt.save_best(3, state, {"config": old, "mean": 100.0, "std": 40.0, "num_params": 1},
+                 {"iou": 0.1})
   ckpt.close()
   upgraded = checkpoints.upgrade_config(old)
   assert (upgraded.eval.protocol, upgraded.optimizer.form, upgraded.dataset.split_folder) == (

@@ -1,4 +1,4 @@
-"""What the checkpoints at each evaluation cost the training loop (issue 10, item 4: the 5-minute run).
+"""What the checkpoints at evaluations cost the training loop (issue 10, item 4: the 5-minute run).
 
 configs/sirst.py evaluates every 5 epochs (61 times). Until 2026-11-27 each evaluation saved the
 step twice: to checkpoints/ and, as a candidate for the best, to best/, where orbax's ``best_fn``
@@ -14,8 +14,9 @@ the validation IoUs of a real run (``--curve``, default seed 4's record), both w
   * ``now``: best/ when the val IoU improves, checkpoints/ at the steps that are multiples of 500.
 
 Between evaluations the loop sleeps ``--gap`` seconds (the steps, during which the background
-writes go on). Prints, per policy and round, the loop's blocking seconds per evaluation (median) and in total,
-the seconds until the last background write is done (less the gaps), and the number of saves.
+writes go on). Prints, per policy and round, the loop's blocking seconds per evaluation (median)
+and in total, the seconds until the last background write is done (less the gaps), and the number
+of saves.
 
   python benchmarks/checkpoint_cost.py [--rounds 3 --evals 60 --gap 3.6]
 """
@@ -32,7 +33,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import sirst  # pylint: disable=g-import-not-at-top
-from eaau_jax import checkpoints, input_pipeline, models, train  # pylint: disable=g-import-not-at-top
+from eaau_jax import (  # pylint: disable=g-import-not-at-top
+    checkpoints, input_pipeline, models, train)
 
 SEED_4 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results",
                       "sirst_seed_4_h200_reproduce.json")

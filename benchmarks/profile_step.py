@@ -80,10 +80,15 @@ def gpu_kernel_class(name: str) -> str:
   return re.sub(r"_\d+$", "", re.sub(r"\.\d+", "", name))[:48]
 
 
+def xplane_file(trace_dir: str) -> str:
+  """The trace jax.profiler wrote under ``trace_dir``."""
+  return glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
+
+
 def op_shares(trace_dir: str) -> collections.Counter:
   """Seconds per operation class, from the trace in ``trace_dir``: on the CPU summed over XLA's
   worker threads; on a GPU over the kernels of the device's streams (gpu_kernel_class)."""
-  path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
+  path = xplane_file(trace_dir)
   shares, seen = collections.Counter(), []
   for plane in jax.profiler.ProfileData.from_file(path).planes:
     gpu = plane.name.startswith("/device:GPU")
@@ -129,8 +134,7 @@ def main():
         print(f"traced {'inference' if args.infer else 'step'}: {time.perf_counter() - t0:.2f} s")
     shares = op_shares(trace_dir)
     if args.xplane:
-      shutil.copy(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0],
-                  args.xplane)
+      shutil.copy(xplane_file(trace_dir), args.xplane)
   total = sum(shares.values())
   print(f"operation time (CPU: on XLA's threads; GPU: kernels): {total:.3f} s over {args.steps} "
         "steps")

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import step_dirs
 from eaau_jax import checkpoints, cli, input_pipeline, metrics, models, train
 from eaau_jax.errors import ConfigError
 
@@ -113,10 +114,6 @@ def read_jsonl(workdir) -> list:
 
 def tree_bytes(folder) -> int:
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
-
-
-def step_dirs(folder) -> list:
-  return sorted(int(s) for s in os.listdir(folder) if s.isdigit())
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from conftest import needs_sirst
+from conftest import needs_sirst, step_dirs
 from configs import sirst, tiny
 from eaau_jax import checkpoints, cli, evaluate, input_pipeline, models, train
 
@@ -460,10 +460,6 @@ def test_distributed_initialisation_follows_flag_then_environment():
   assert wants_distributed(True, {}) is True
 
 
-def _steps(directory: str) -> list:
-  return sorted(int(s) for s in os.listdir(directory) if s.isdigit())
-
-
 def _count_best_saves(ckpt) -> list:
   """Wraps ``ckpt.best.save``; the returned list fills with the steps it is called for."""
   saved, save = [], ckpt.best.save
@@ -487,8 +483,8 @@ def test_best_checkpoint_is_written_only_when_val_iou_improves(tmp_path):
   ckpt.save(5, state, meta)
   ckpt.close()
   assert saved == [1, 3] and done == [True, False, True, False, False]
-  assert _steps(os.path.join(workdir, "best")) == [3]
-  assert _steps(os.path.join(workdir, "checkpoints")) == [5]
+  assert step_dirs(os.path.join(workdir, "best")) == [3]
+  assert step_dirs(os.path.join(workdir, "checkpoints")) == [5]
 
   resumed = checkpoints.Checkpoints(workdir, 10)
   assert resumed.best_iou == 0.5
@@ -497,7 +493,7 @@ def test_best_checkpoint_is_written_only_when_val_iou_improves(tmp_path):
     resumed.save_best(step, state, meta, {"iou": iou})
   resumed.close()
   assert saved == [7]
-  assert _steps(os.path.join(workdir, "best")) == [7]
+  assert step_dirs(os.path.join(workdir, "best")) == [7]
   manager, step = checkpoints.locate(workdir)
   assert step == 7 and checkpoints.read_meta(manager, step)["val_metrics"] == {"iou": 0.6}
 

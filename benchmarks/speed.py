@@ -8,12 +8,13 @@ Figures, for configs/sirst.py's model (b = 3, EAA, its `upsampling`), in each --
                         backward, torch.optim.Adagrad with the config's lr, weight decay, eps and
                         initial accumulator. Dropout 0.1 in both.
   infer_native          ms per image, batch 1, over SIRST's test split (configs/sirst.py's split
-                        folder) at each image's own size. JAX as the project evaluates under the
-                        `native` protocol: padded to a bucket (multiples of
-                        config.input.eval_pad_multiple, or of --pad-multiple) with the valid
-                        mask, so it computes more pixels (the padded/real ratio is printed);
-                        PyTorch at the image's own size (padded to a multiple of 4 only;
-                        --pad-multiple 4 gives JAX the same pixels, one compile per size).
+                        folder) at each image's own size, the same pixels for both: PyTorch pads
+                        each side to a multiple of 4 (the twin's own padding: the net halves
+                        twice), JAX to the same (NATIVE_PAD_MULTIPLE, with the valid mask), so
+                        JAX compiles once per distinct padded size (its warm-up row).
+                        --pad-multiple 128 measures JAX as configs/sirst.py's `native` evaluation
+                        pads instead (config.input.eval_pad_multiple: few shapes to compile, more
+                        pixels; the padded/real pixel ratio is printed either way).
                         Without the dataset: a fixed sample of its sizes (FALLBACK_SIZES).
   infer_512             ms per image, batch 1, one 512 x 512 image (the `acm` protocol's size;
                         JAX passes the all-ones valid mask, as its evaluation does).
@@ -23,6 +24,11 @@ Figures, for configs/sirst.py's model (b = 3, EAA, its `upsampling`), in each --
                         in MB (JAX: memory_stats()["peak_bytes_in_use"], its allocator's peak, not
                         the pool it preallocates; PyTorch: torch.cuda.max_memory_allocated());
                         neither counts the CUDA context.
+  minor page faults     per timed step (or pass over the native images) of the measuring
+                        process (ru_minflt): pages the kernel maps and zeroes afresh. With glibc's
+                        default allocator every large buffer is unmapped when freed and faulted
+                        in again at the next step; --malloc sets other allocator settings for
+                        both frameworks (MALLOC).
 --dtype bfloat16: JAX computes with config.compute_dtype = "bfloat16" (train.model_apply: params
 and image cast to bf16, logits back to float32; params, optimizer state, BatchNorm statistics and
 loss float32); PyTorch runs the forward (and the loss) under torch.autocast(device, bfloat16) with
@@ -65,7 +71,21 @@ TASKS = ("train_256", "train_480", "infer_native", "infer_512")
 FRAMEWORKS = ("jax", "torch")
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
+# --malloc: glibc's allocator settings, the same for both workers (GLIBC_TUNABLES, read when a
+# process starts). Each step's activations are allocations of tens of MB, which glibc maps fresh
+# and unmaps on free, so every step faults in and zeroes them again (the faults row).
+MALLOC = {
+    "default": None,
+    # mapped memory in transparent huge pages (where THP is "madvise"): 512x fewer faults
+    "hugetlb": "glibc.malloc.hugetlb=1",
+    # nothing unmapped or trimmed, one arena: freed memory is reused, not faulted in again
+    "retain": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:"
+              "glibc.malloc.arena_max=1",
+}
 BATCH = 8
+# infer_native's padding for JAX: each side to a multiple of 4, as the twin pads
+# (torch_twin/model.py, EAAUNet.forward), so both compute the same pixels.
+NATIVE_PAD_MULTIPLE = 4
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 # 16 sizes (H, W) of SIRST idx_320's test split, for machines without the dataset.
 FALLBACK_SIZES = [(256, 320), (240, 320), (209, 302), (220, 232), (197, 296), (183, 278),
@@ -105,18 +125,21 @@ def rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def timed(fn, warmup: int, steps: int) -> tuple[float, list]:
-  """Seconds of the warm-up calls in all, and of each timed call (fn must wait for its result)."""
+def timed(fn, warmup: int, steps: int) -> dict:
+  """warmup_s: seconds of the warm-up calls in all; times: seconds of each timed call (fn must
+  wait for its result); faults: the process's minor page faults per timed call (the kernel mapping
+  and zeroing fresh pages: allocations that go back to the OS after every call pay it again)."""
   t0 = time.perf_counter()
   for _ in range(warmup):
     fn()
   warm = time.perf_counter() - t0
-  times = []
+  times, faults = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(steps):
     t0 = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t0)
-  return warm, times
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(steps, 1)
+  return {"warmup_s": warm, "times": times, "faults": faults}
 
 
 # ---------------------------------------------------------------- JAX side
@@ -145,19 +168,19 @@ def jax_train(spec: dict) -> dict:
     holder[0], metrics = p_train(holder[0], batch)  # the state is donated: keep the new one
     jax.block_until_ready((holder[0], metrics))
 
-  warm, times = timed(step, spec["warmup"], spec["steps"])
-  return {"value": BATCH / statistics.median(times), "times": times, "warmup_s": warm}
+  t = timed(step, spec["warmup"], spec["steps"])
+  return {"value": BATCH / statistics.median(t["times"]), **t}
 
 
 def jax_infer(spec: dict) -> dict:
   """Batch-1 inference as the project evaluates: train.predict_logits under xla_options.jit, each
-  image zero-padded to its bucket (multiples of spec["pad_multiple"]; None: the config's
-  eval_pad_multiple) with the valid mask marking its pixels."""
+  image zero-padded to its bucket (multiples of spec["pad_multiple"]) with the valid mask marking
+  its pixels."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from eaau_jax import input_pipeline, train, xla_options  # pylint: disable=g-import-not-at-top
   config, _, state = jax_state(spec["dtype"])
-  multiple = spec["pad_multiple"] or config.input.eval_pad_multiple
+  multiple = spec["pad_multiple"]
   inputs, computed, real = [], 0, 0
   for k, (h, w) in enumerate(spec["sizes"]):
     bh, bw = input_pipeline.bucket_shape(h, w, multiple)
@@ -173,9 +196,9 @@ def jax_infer(spec: dict) -> dict:
     for x, valid in inputs:
       jax.block_until_ready(predict(state, x, valid))
 
-  warm, times = timed(one_pass, spec["warmup"], spec["steps"])
-  return {"value": 1e3 * statistics.median(times) / len(inputs), "times": times,
-          "warmup_s": warm, "padded_ratio": computed / real, "pad_multiple": multiple,
+  t = timed(one_pass, spec["warmup"], spec["steps"])
+  return {"value": 1e3 * statistics.median(t["times"]) / len(inputs), **t,
+          "padded_ratio": computed / real, "pad_multiple": multiple,
           "shapes": len({x.shape for x, _ in inputs})}
 
 
@@ -263,8 +286,8 @@ def torch_train(spec: dict) -> dict:
     opt.step()
     torch_sync(device)
 
-  warm, times = timed(step, spec["warmup"], spec["steps"])
-  return {"value": BATCH / statistics.median(times), "times": times, "warmup_s": warm}
+  t = timed(step, spec["warmup"], spec["steps"])
+  return {"value": BATCH / statistics.median(t["times"]), **t}
 
 
 def torch_infer(spec: dict) -> dict:
@@ -281,9 +304,8 @@ def torch_infer(spec: dict) -> dict:
         net(x)
     torch_sync(device)
 
-  warm, times = timed(one_pass, spec["warmup"], spec["steps"])
-  return {"value": 1e3 * statistics.median(times) / len(inputs), "times": times,
-          "warmup_s": warm}
+  t = timed(one_pass, spec["warmup"], spec["steps"])
+  return {"value": 1e3 * statistics.median(t["times"]) / len(inputs), **t}
 
 
 def torch_versions() -> dict:
@@ -335,12 +357,13 @@ LABELS = {  # figure, and whether its value is a speed (higher is better) or a t
 
 
 def task_specs(o: dict, sizes: list, cpus: list) -> dict:
-  base = {"threads": len(cpus), "cpus": cpus, "warmup": o["warmup"]}
-  multiple = o.get("pad_multiple")  # None: the config's eval_pad_multiple
+  base = {"threads": len(cpus), "cpus": cpus, "warmup": o["warmup"],
+          "malloc": o.get("malloc", "default")}
+  multiple = o.get("pad_multiple") or NATIVE_PAD_MULTIPLE
   return {
       "train_256": {**base, "kind": "train", "crop": 256, "steps": o["train_steps"]},
       "train_480": {**base, "kind": "train", "crop": 480, "steps": o["train_steps"]},
-      # One warm-up pass compiles every bucket shape of the split.
+      # One warm-up pass compiles every padded shape of the split.
       "infer_native": {**base, "kind": "infer", "sizes": sizes, "pad_multiple": multiple,
                        "warmup": 1, "steps": o["native_passes"]},
       "infer_512": {**base, "kind": "infer", "sizes": [(512, 512)], "pad_multiple": 1,
@@ -367,6 +390,8 @@ def worker_env(spec: dict) -> dict:
   if threads == 1:  # XLA's CPU thread pool otherwise takes every core it may run on
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
                         " intra_op_parallelism_threads=1").strip()
+  if MALLOC[spec["malloc"]]:
+    env["GLIBC_TUNABLES"] = MALLOC[spec["malloc"]]
   if spec["device"] != "auto":  # JAX's backend; auto: its default (a GPU where jaxlib has one)
     env["JAX_PLATFORMS"] = spec["device"]
   return env
@@ -438,8 +463,10 @@ def ratio(jv: list, tv: list, invert: bool = False) -> str:
   jv, tv = [v for v in jv if v is not None], [v for v in tv if v is not None]
   if not jv or not tv:
     return "-"
-  q = statistics.median(jv) / statistics.median(tv)
-  return f"{1 / q if invert else q:.2f}"
+  j, t = statistics.median(jv), statistics.median(tv)
+  if not j or not t:  # a count that is zero on one side (page faults) has no ratio
+    return "-"
+  return f"{t / j if invert else j / t:.2f}"
 
 
 def label(spec: dict) -> str:
@@ -455,7 +482,8 @@ def figure_rows(results: dict, specs: dict) -> list:
     is_speed = LABELS[specs[key]["task"]][1]
     rows.append((label(specs[key]), cell(jv), cell(tv), ratio(jv, tv, not is_speed)))
   for field, what in (("peak_rss_mb", "peak RSS MB"), ("peak_device_mb", "peak device MB"),
-                      ("warmup_s", "warm-up s (JAX: compile)")):
+                      ("warmup_s", "warm-up s (JAX: compile)"),
+                      ("faults", "minor page faults per timed step or pass")):
     for key, per in results.items():
       jv, tv = values(per, field)
       if any(v is not None for v in jv + tv):
@@ -502,6 +530,9 @@ def report(results: dict, specs: dict, mode: str, o: dict, cpus: list, sizes_not
       f"{o['train_steps']} timed train steps / {o['infer_steps']} timed 512 inferences / "
       f"{o['native_passes']} timed pass(es) over the native images; medians",
   ]
+  if MALLOC[o.get("malloc", "default")]:
+    lines.append(f"- glibc malloc for both: --malloc {o['malloc']}, GLIBC_TUNABLES="
+                 f"{MALLOC[o['malloc']]}")
   if dtypes != ["float32"]:
     lines.append(f"- compute dtypes: {', '.join(dtypes)} (bfloat16: JAX config.compute_dtype, "
                  "PyTorch torch.autocast; params, optimizer state and loss float32 in both)")
@@ -518,8 +549,8 @@ def report(results: dict, specs: dict, mode: str, o: dict, cpus: list, sizes_not
   lines += ["", "| figure | JAX | PyTorch | JAX/PyTorch |", "|---|---:|---:|---:|"]
   lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in figure_rows(results, specs)]
   lines += ["", "JAX/PyTorch is JAX's speed over PyTorch's (> 1: JAX faster) for the first rows, "
-            "JAX's value over PyTorch's for memory and warm-up. Values in brackets: each round. "
-            "What each figure measures: the docstring of benchmarks/speed.py."]
+            "JAX's value over PyTorch's for memory, warm-up and page faults. Values in brackets: "
+            "each round. What each figure measures: the docstring of benchmarks/speed.py."]
   failed = [f"{key} {f}: {r['failed']}" for key, per in results.items() for f in FRAMEWORKS
             for r in per[f] if "failed" in r]
   if failed:
@@ -558,9 +589,12 @@ def parse_args():
   ap.add_argument("--native-passes", type=int)
   ap.add_argument("--native-images", type=int, help="the first N test images (default: all)")
   ap.add_argument("--pad-multiple", type=int,
-                  help="JAX's native buckets: multiples of this (default: the config's "
-                       "eval_pad_multiple; 4: the twin's own padding, equal pixels)")
+                  help=f"JAX's padding of the native sizes: multiples of this (default "
+                       f"{NATIVE_PAD_MULTIPLE}: the twin's own, equal pixels; 128: "
+                       "configs/sirst.py's evaluation buckets)")
   ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  ap.add_argument("--malloc", default="default", choices=list(MALLOC),
+                  help="glibc allocator settings for both frameworks' workers (see MALLOC)")
   ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {TASKS}")
   ap.add_argument("--dtype", default="float32",
                   help=f"comma-separated compute dtypes, of {DTYPES}: each task in each")
@@ -582,7 +616,7 @@ def main():
     return worker(args.worker, json.loads(args.spec))
   mode = "quick" if args.quick else "full"
   o = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in MODES[mode].items()}
-  o["pad_multiple"] = args.pad_multiple
+  o["pad_multiple"], o["malloc"] = args.pad_multiple, args.malloc
   tasks = csv_choices(args.tasks, TASKS, "--tasks")
   dtypes = csv_choices(args.dtype, DTYPES, "--dtype")
   cpus = sorted(os.sched_getaffinity(0))[:args.threads]

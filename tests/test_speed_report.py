@@ -42,9 +42,31 @@ def test_table_with_a_failed_measurement_and_device_memory():
   assert "compute dtypes: float32, bfloat16" in block
 
 
+def test_malloc_settings_reach_both_workers_and_the_header():
+  """--malloc sets the same GLIBC_TUNABLES for JAX's and PyTorch's workers (a worker reads them
+  when it starts); default leaves the environment alone; the header says which."""
+  spec = speed.measurement_specs(["train_256"], ["float32"], "auto", {**O, "malloc": "hugetlb"},
+                                 [(64, 64)], [0])["train_256"]
+  assert speed.worker_env(spec)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+  plain = _specs(["train_256"], ["float32"])["train_256"]
+  assert speed.worker_env(plain).get("GLIBC_TUNABLES") == speed.os.environ.get("GLIBC_TUNABLES")
+  results = {"train_256": {"jax": [{**_result(2.0), "faults": 730000.0}],
+                           "torch": [{**_result(2.5), "faults": 0.0}]}}
+  block = speed.report(results, {"train_256": spec}, "quick", {**O, "malloc": "hugetlb"}, [0],
+                       "no dataset")
+  assert "- glibc malloc for both: --malloc hugetlb, GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in block
+  # a count of zero on one side has no ratio
+  assert "| minor page faults per timed step or pass, train_256 | 730000 | 0 | - |" in block
+  assert "glibc malloc" not in speed.report(results, {"train_256": plain}, "quick", O, [0], "-")
+
+
 def test_pad_multiple_reaches_the_native_task_and_its_header():
-  """--pad-multiple sets JAX's native buckets (None: the config's); the header names it."""
-  assert _specs(["infer_native"], ["float32"])["infer_native"]["pad_multiple"] is None
+  """--pad-multiple sets JAX's padding of the native sizes (by default the twin's multiple of 4,
+  so both compute the same pixels); the header names it."""
+  assert _specs(["infer_native"], ["float32"])["infer_native"]["pad_multiple"] == 4
+  with_buckets = speed.measurement_specs(["infer_native"], ["float32"], "auto",
+                                         {**O, "pad_multiple": 128}, [(64, 64)], [0])
+  assert with_buckets["infer_native"]["pad_multiple"] == 128
   specs = speed.measurement_specs(["infer_native"], ["float32"], "auto",
                                   {**O, "pad_multiple": 4}, [(64, 64)], [0])
   assert specs["infer_native"]["pad_multiple"] == 4
@@ -70,3 +92,12 @@ def test_profile_step_classes_gpu_kernels_by_convolution_pass():
       "cudnn convertTensor")
   assert cls("input_reduce_fusion_12") == cls("input_reduce_fusion") == "input_reduce_fusion"
   assert cls("loop_add_fusion.3") == "loop_add_fusion"
+
+
+def test_timed_counts_the_page_faults_of_fresh_memory():
+  """timed's faults: 64 MB written afresh at every call fault in at least 32 pages a call (2 MB
+  huge pages; 16384 of 4 KB), a call that allocates nothing none to speak of."""
+  fresh = speed.timed(lambda: b"\x01" * (64 << 20), warmup=1, steps=3)
+  assert len(fresh["times"]) == 3 and fresh["warmup_s"] >= 0
+  assert fresh["faults"] >= 32
+  assert speed.timed(lambda: None, warmup=1, steps=3)["faults"] < 32

@@ -179,7 +179,7 @@ def jax_infer(spec: dict) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from eaau_jax import input_pipeline, train, xla_options  # pylint: disable=g-import-not-at-top
-  config, _, state = jax_state(spec["dtype"])
+  _, _, state = jax_state(spec["dtype"])
   multiple = spec["pad_multiple"]
   inputs, computed, real = [], 0, 0
   for k, (h, w) in enumerate(spec["sizes"]):

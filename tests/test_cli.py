@@ -349,3 +349,15 @@ def test_compare_flag_errors_are_user_errors():
     compare.detector_method("tophatt", None, "test", "acm", 512)
   assert e.value.lines() == ("error: unknown detector 'tophatt' (--detectors)\nhint: expected fast, "
                              "all, none or some of " + ", ".join(compare.classical.DETECTORS))
+
+
+def test_cpu_malloc_hint_only_for_glibc_cpu_training_without_tunables():
+  """The CPU training hint (BENCHMARKS.md, page faults) names the tunable where it would help,
+  and says nothing on a GPU, with another C library, or once glibc's malloc tunables are set."""
+  hint = cli.cpu_malloc_hint("cpu", {}, "glibc")
+  assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in hint
+  assert cli.cpu_malloc_hint("cpu", {"GLIBC_TUNABLES": "glibc.rtld.x=1"}, "glibc") == hint
+  assert cli.cpu_malloc_hint("gpu", {}, "glibc") is None
+  assert cli.cpu_malloc_hint("cpu", {}, "") is None  # musl, macOS: no GLIBC_TUNABLES
+  assert cli.cpu_malloc_hint("cpu", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "glibc") is None
+  assert cli.cpu_malloc_hint("cpu", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}, "glibc") is None

@@ -266,13 +266,28 @@ MODES = {"train": _train, "eval": _eval, "predict": _predict, "import": _import,
          "compare": _compare}
 
 
-def cpu_malloc_hint(backend: str, environ, libc: str) -> str | None:
+THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def thp_mode(path: str = THP_MODE) -> str:
+  """The kernel's transparent huge page mode ("always [madvise] never" -> "madvise"), or ""."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return re.search(r"\[(\w+)\]", f.read()).group(1)
+  except (OSError, AttributeError):
+    return ""
+
+
+def cpu_malloc_hint(backend: str, environ, libc: str, thp: str) -> str | None:
   """A line for whoever trains on a CPU with glibc's default allocator: it unmaps each step's
   large buffers and faults them in again, and ``glibc.malloc.hugetlb=1`` made the train step
   1.22-1.39x faster on a 2-core CPU (BENCHMARKS.md, page faults). glibc reads GLIBC_TUNABLES only
   when a process starts, so the project can say it but not set it. None where it does not apply:
-  another backend, another C library, or glibc's malloc tunables already set."""
-  if backend != "cpu" or libc != "glibc" or "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
+  another backend, another C library, glibc's malloc tunables already set, or transparent huge
+  pages not in "madvise" mode (the tunable asks for them by madvise: "always" has them already,
+  "never" refuses them)."""
+  if (backend != "cpu" or libc != "glibc" or thp != "madvise"
+      or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")):
     return None
   return ("training on the CPU: starting it with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 made the "
           "train step 1.2-1.4x faster on a 2-core CPU (fewer page faults; BENCHMARKS.md)")
@@ -290,7 +305,7 @@ def main(argv):
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
   hint = FLAGS.mode == "train" and cpu_malloc_hint(jax.default_backend(), os.environ,
-                                                   platform.libc_ver()[0])
+                                                   platform.libc_ver()[0], thp_mode())
   if hint:
     logging.info(hint)
   MODES[FLAGS.mode]()

@@ -351,13 +351,23 @@ def test_compare_flag_errors_are_user_errors():
                              "all, none or some of " + ", ".join(compare.classical.DETECTORS))
 
 
-def test_cpu_malloc_hint_only_for_glibc_cpu_training_without_tunables():
+def test_cpu_malloc_hint_only_for_glibc_cpu_training_without_tunables(tmp_path):
   """The CPU training hint (BENCHMARKS.md, page faults) names the tunable where it would help,
-  and says nothing on a GPU, with another C library, or once glibc's malloc tunables are set."""
-  hint = cli.cpu_malloc_hint("cpu", {}, "glibc")
+  and says nothing on a GPU, with another C library, once glibc's malloc tunables are set, or
+  where transparent huge pages are not asked for by madvise."""
+  hint = cli.cpu_malloc_hint("cpu", {}, "glibc", "madvise")
   assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in hint
-  assert cli.cpu_malloc_hint("cpu", {"GLIBC_TUNABLES": "glibc.rtld.x=1"}, "glibc") == hint
-  assert cli.cpu_malloc_hint("gpu", {}, "glibc") is None
-  assert cli.cpu_malloc_hint("cpu", {}, "") is None  # musl, macOS: no GLIBC_TUNABLES
-  assert cli.cpu_malloc_hint("cpu", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "glibc") is None
-  assert cli.cpu_malloc_hint("cpu", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}, "glibc") is None
+  other = {"GLIBC_TUNABLES": "glibc.rtld.x=1"}  # not malloc's
+  assert cli.cpu_malloc_hint("cpu", other, "glibc", "madvise") == hint
+  assert cli.cpu_malloc_hint("gpu", {}, "glibc", "madvise") is None
+  assert cli.cpu_malloc_hint("cpu", {}, "", "madvise") is None  # musl, macOS: no GLIBC_TUNABLES
+  for mode in ("always", "never", ""):
+    assert cli.cpu_malloc_hint("cpu", {}, "glibc", mode) is None
+  for tunables in ("glibc.malloc.hugetlb=1", "glibc.malloc.arena_max=1"):
+    assert cli.cpu_malloc_hint("cpu", {"GLIBC_TUNABLES": tunables}, "glibc", "madvise") is None
+  sysfs = tmp_path / "enabled"
+  sysfs.write_text("always [madvise] never\n")
+  assert cli.thp_mode(str(sysfs)) == "madvise"
+  sysfs.write_text("[always] madvise never\n")
+  assert cli.thp_mode(str(sysfs)) == "always"
+  assert cli.thp_mode(str(tmp_path / "absent")) == ""

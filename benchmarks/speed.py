@@ -67,6 +67,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a clean clone without installing the project
 
+from eaau_jax import cli  # pylint: disable=wrong-import-position  (the CPU hint's tunable)
+
 TASKS = ("train_256", "train_480", "infer_native", "infer_512")
 FRAMEWORKS = ("jax", "torch")
 DTYPES = ("float32", "bfloat16")
@@ -77,7 +79,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MALLOC = {
     "default": None,
     # mapped memory in transparent huge pages (where THP is "madvise"): 512x fewer faults
-    "hugetlb": "glibc.malloc.hugetlb=1",
+    "hugetlb": cli.HUGETLB_TUNABLE,
     # nothing unmapped or trimmed, one arena: freed memory is reused, not faulted in again
     "retain": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:"
               "glibc.malloc.arena_max=1",

@@ -46,6 +46,7 @@ import numpy as np
 
 from eaau_jax.errors import CheckpointError
 from eaau_jax.models import BN_EPSILON, BN_MOMENTUM, conv_init
+from eaau_jax.xla_options import fusion_boundary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -118,7 +119,9 @@ class BasicBlock(nn.Module):
     if self.downsample:
       x = conv(self.channels, 1, "downsample.0", self.strides, use_bias=False)(x)
       x = bn(train, "downsample.1")(x)
-    return nn.relu(x + y)
+    # As models.ResidualBlock: without the boundary XLA's CPU fusion recomputes every earlier
+    # block's output of the stage in each consumer of this one (xla_options.fusion_boundary).
+    return fusion_boundary(nn.relu(x + y))
 
 
 class ResStage(nn.Module):

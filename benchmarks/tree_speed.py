@@ -1,0 +1,141 @@
+"""One config's train step (or batch-1 inference) timed in two or more source trees (issue 10).
+
+A change's before and after: each tree (a checkout, e.g. a `git worktree` of the commit before)
+runs the same measurement in a fresh subprocess that imports the project from that tree, the trees
+alternating round by round (order rotated each round), and the medians are printed with each tree's
+ratio to the first. Works for any config (baselines included), where benchmarks/speed.py measures
+configs/sirst.py's EAAU-Net against its PyTorch twin. The worker uses only
+train.create_train_state / compile_steps / predict_logits, models.model_from_config and
+xla_options.jit, so older trees that have them run it too.
+
+  git worktree add /tmp/before HEAD~1
+  python benchmarks/tree_speed.py --config configs/acm_unet.py --trees /tmp/before . \\
+      --task train --crop 256 --rounds 3
+
+train: images/s of the full optimizer step, batch --batch, --crop x --crop random images.
+infer: ms of one --crop x --crop image's logits, as evaluation computes them.
+Threads: whatever XLA takes in this process's affinity (run under `taskset` to limit them).
+"""
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def load_config(path: str):
+  """``path`` (e.g. configs/acm_unet.py) of the tree on sys.path as an ml_collections config."""
+  module = os.path.splitext(os.path.normpath(path))[0].replace(os.sep, ".")
+  return importlib.import_module(module).get_config()
+
+
+def worker(args) -> dict:
+  """Runs in the tree (cwd and sys.path[0]); returns the measurement as a dict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from eaau_jax import input_pipeline, models, train, xla_options
+  config = load_config(args.config)
+  mesh = input_pipeline.make_mesh()
+  state = train.create_train_state(config, models.model_from_config(config.model), 1000, mesh)
+  n = args.batch if args.task == "train" else 1
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(n, args.crop, args.crop, config.input.channels)).astype(np.float32)
+  t = (rng.uniform(size=(n, args.crop, args.crop, 1)) > 0.998).astype(np.float32)
+  if args.task == "train":
+    batch = input_pipeline.to_global(mesh, {"image": x, "mask": t})
+    p_train, _ = train.compile_steps(config, mesh)
+    holder = [state]
+
+    def call():
+      holder[0], metrics = p_train(holder[0], batch)  # the state is donated: keep the new one
+      jax.block_until_ready((holder[0], metrics))
+  else:
+    predict = xla_options.jit(lambda s, b: train.predict_logits(s, *b))
+    images = (x, np.ones((1, args.crop, args.crop, 1), np.float32))
+
+    def call():
+      jax.block_until_ready(predict(state, images))
+  for _ in range(args.warmup):
+    call()
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - t0)
+  median = statistics.median(times)
+  value = args.batch / median if args.task == "train" else 1e3 * median
+  return {"value": value, "times": times,
+          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_tree(tree: str, argv: list, timeout: float) -> dict:
+  """The worker in ``tree``: its result, or {"failed": why} with the stderr's tail printed."""
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", *argv]
+  env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), TF_CPP_MIN_LOG_LEVEL="2")
+  try:
+    p = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout,
+                       check=False)
+  except subprocess.TimeoutExpired:
+    return {"failed": f"timed out after {timeout:.0f} s"}
+  lines = [line for line in p.stdout.splitlines() if line.startswith("RESULT ")]
+  if p.returncode or not lines:
+    print(f"{tree}: exit {p.returncode}\n{p.stderr[-3000:]}", file=sys.stderr, flush=True)
+    return {"failed": f"exit {p.returncode}"}
+  return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--config", default="configs/sirst.py", help="path inside each tree")
+  ap.add_argument("--trees", nargs="+", default=["."], help="checkouts; ratios are to the first")
+  ap.add_argument("--task", choices=("train", "infer"), default="train")
+  ap.add_argument("--crop", type=int, default=256)
+  ap.add_argument("--batch", type=int, default=8, help="train only (inference is batch 1)")
+  ap.add_argument("--rounds", type=int, default=3)
+  ap.add_argument("--warmup", type=int, default=2, help="untimed calls (the first compiles)")
+  ap.add_argument("--steps", type=int, default=3, help="timed calls per measurement")
+  ap.add_argument("--timeout", type=float, default=1800)
+  ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  args = ap.parse_args(argv)
+  if args.worker:
+    print("RESULT " + json.dumps(worker(args)), flush=True)
+    return
+  missing = [t for t in args.trees if not os.path.isfile(os.path.join(t, args.config))]
+  if missing:
+    ap.error(f"no {args.config} in {', '.join(missing)} (each --trees entry is a checkout)")
+  passed = ["--config", args.config, "--task", args.task, "--crop", str(args.crop), "--batch",
+            str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+  unit = "images/s" if args.task == "train" else "ms/image"
+  results = {t: [] for t in args.trees}
+  for r in range(args.rounds):
+    order = args.trees[r % len(args.trees):] + args.trees[:r % len(args.trees)]
+    for tree in order:
+      res = run_tree(tree, passed, args.timeout)
+      results[tree].append(res)
+      shown = res.get("failed") or (f"{res['value']:.3f} {unit}, "
+                                    f"peak RSS {res['peak_rss_mb']:.0f} MB")
+      print(f"round {r + 1} {tree}: {shown}", flush=True)
+  print(f"\n{args.config}, {args.task} at {args.crop} x {args.crop}"
+        f"{f', batch {args.batch}' if args.task == 'train' else ', batch 1'}; "
+        f"{len(os.sched_getaffinity(0))} cores; median of {args.rounds} rounds:")
+  medians = {t: statistics.median(v) for t in args.trees
+             if (v := [res["value"] for res in results[t] if "value" in res])}
+  ref = medians.get(args.trees[0])
+  for tree in args.trees:
+    if tree not in medians:
+      print(f"  {tree}: failed")
+      continue
+    vals = ", ".join(f"{res['value']:.3f}" for res in results[tree] if "value" in res)
+    ratio = None if ref is None else medians[tree] / ref
+    speedup = "n/a" if ratio is None else f"{ratio if args.task == 'train' else 1 / ratio:.2f}"
+    print(f"  {tree}: {medians[tree]:.3f} {unit} (rounds {vals}); speed-up over the first tree "
+          f"{speedup}")
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,39 @@
+"""benchmarks/tree_speed.py: a tree without the config is refused by name; one round over two
+trees runs each worker in its own tree and prints medians and speed-ups."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import tree_speed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_a_tree_without_the_config_is_named(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    tree_speed.main(["--config", "configs/tiny.py", "--trees", ROOT, str(tmp_path)])
+  err = capsys.readouterr().err
+  assert f"no configs/tiny.py in {tmp_path} (each --trees entry" in err  # only the one lacking it
+
+
+def test_each_worker_imports_the_project_from_its_own_tree(tmp_path):
+  """A copy of the tree whose config fails to build: its worker fails and the real tree's does
+  not, so each worker used its own tree's code (not the driver's)."""
+  broken = tmp_path / "broken"
+  for part in ("configs", "eaau_jax"):
+    shutil.copytree(os.path.join(ROOT, part), broken / part)
+  (broken / "configs" / "tiny.py").write_text("def get_config():\n  raise RuntimeError('b')\n")
+  p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tree_speed.py"),
+                      "--config", "configs/tiny.py", "--trees", ROOT, str(broken), "--crop", "32",
+                      "--batch", "2", "--rounds", "1", "--warmup", "1", "--steps", "2"],
+                     capture_output=True, text=True, cwd=ROOT, check=True, timeout=600)
+  out = p.stdout
+  assert f"round 1 {ROOT}: " in out and "images/s, peak RSS" in out
+  assert f"round 1 {broken}: exit 1" in out and "RuntimeError: b" in p.stderr
+  assert f"  {broken}: failed" in out
+  median = [line for line in out.splitlines() if line.startswith(f"  {ROOT}: ")][0]
+  assert float(median.split()[1]) > 0 and median.endswith("speed-up over the first tree 1.00")

@@ -106,6 +106,9 @@ def main(argv=None):
   if args.worker:
     print("RESULT " + json.dumps(worker(args)), flush=True)
     return
+  if os.path.isabs(args.config) or not args.config.endswith(".py"):
+    ap.error(f"--config {args.config}: a config file's path relative to each tree, e.g. "
+             "configs/acm_unet.py")
   missing = [t for t in args.trees if not os.path.isfile(os.path.join(t, args.config))]
   if missing:
     ap.error(f"no {args.config} in {', '.join(missing)} (each --trees entry is a checkout)")

@@ -1,5 +1,5 @@
-"""benchmarks/tree_speed.py: a tree without the config is refused by name; one round over two
-trees runs each worker in its own tree and prints medians and speed-ups."""
+"""benchmarks/tree_speed.py: a tree without the config is refused by name, an absolute config path
+too; one round over two trees runs each worker in its own tree and prints medians and speed-ups."""
 
 import os
 import shutil
@@ -13,11 +13,14 @@ from benchmarks import tree_speed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_a_tree_without_the_config_is_named(tmp_path, capsys):
+def test_a_missing_or_absolute_config_is_refused_by_name(tmp_path, capsys):
   with pytest.raises(SystemExit):
     tree_speed.main(["--config", "configs/tiny.py", "--trees", ROOT, str(tmp_path)])
   err = capsys.readouterr().err
   assert f"no configs/tiny.py in {tmp_path} (each --trees entry" in err  # only the one lacking it
+  with pytest.raises(SystemExit):
+    tree_speed.main(["--config", os.path.join(ROOT, "configs", "tiny.py"), "--trees", ROOT])
+  assert "a config file's path relative to each tree" in capsys.readouterr().err
 
 
 def test_each_worker_imports_the_project_from_its_own_tree(tmp_path):

@@ -35,7 +35,7 @@ def load_config(path: str):
 
 
 def worker(args) -> dict:
-  """Runs in the tree (cwd and sys.path[0]); returns the measurement as a dict."""
+  """Runs with the tree as its cwd and first on PYTHONPATH; returns the measurement as a dict."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top
@@ -77,7 +77,8 @@ def worker(args) -> dict:
 def run_tree(tree: str, argv: list, timeout: float) -> dict:
   """The worker in ``tree``: its result, or {"failed": why} with the stderr's tail printed."""
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", *argv]
-  env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), TF_CPP_MIN_LOG_LEVEL="2")
+  path = [os.path.abspath(tree)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), TF_CPP_MIN_LOG_LEVEL="2")
   try:
     p = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout,
                        check=False)
@@ -139,6 +140,7 @@ def main(argv=None):
     speedup = "n/a" if ratio is None else f"{ratio if args.task == 'train' else 1 / ratio:.2f}"
     print(f"  {tree}: {medians[tree]:.3f} {unit} (rounds {vals}); speed-up over the first tree "
           f"{speedup}")
+
 
 if __name__ == "__main__":
   main()

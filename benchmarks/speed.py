@@ -58,7 +58,6 @@ import os
 import pathlib
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -67,6 +66,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a clean clone without installing the project
 
+from benchmarks.harness import jax_train_call, rss_mb, timed  # pylint: disable=wrong-import-position
 from eaau_jax import cli  # pylint: disable=wrong-import-position  (the CPU hint's tunable)
 
 TASKS = ("train_256", "train_480", "infer_native", "infer_512")
@@ -123,27 +123,6 @@ def batch_arrays(n: int, h: int, w: int, seed: int = 0):
   return x, t
 
 
-def rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def timed(fn, warmup: int, steps: int) -> dict:
-  """warmup_s: seconds of the warm-up calls in all; times: seconds of each timed call (fn must
-  wait for its result); faults: the process's minor page faults per timed call (the kernel mapping
-  and zeroing fresh pages: allocations that go back to the OS after every call pay it again)."""
-  t0 = time.perf_counter()
-  for _ in range(warmup):
-    fn()
-  warm = time.perf_counter() - t0
-  times, faults = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(steps, 1)
-  return {"warmup_s": warm, "times": times, "faults": faults}
-
-
 # ---------------------------------------------------------------- JAX side
 def jax_state(dtype: str):
   """configs/sirst.py's model and optimizer as the project builds them (train.create_train_state),
@@ -158,18 +137,8 @@ def jax_state(dtype: str):
 
 
 def jax_train(spec: dict) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
   config, mesh, state = jax_state(spec["dtype"])
-  x, t = batch_arrays(BATCH, spec["crop"], spec["crop"])
-  batch = input_pipeline.to_global(mesh, {"image": x, "mask": t})
-  p_train, _ = train.compile_steps(config, mesh)
-  holder = [state]
-
-  def step():
-    holder[0], metrics = p_train(holder[0], batch)  # the state is donated: keep the new one
-    jax.block_until_ready((holder[0], metrics))
-
+  step = jax_train_call(config, mesh, state, *batch_arrays(BATCH, spec["crop"], spec["crop"]))
   t = timed(step, spec["warmup"], spec["steps"])
   return {"value": BATCH / statistics.median(t["times"]), **t}
 

@@ -21,11 +21,9 @@ import argparse
 import importlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 
 def load_config(path: str):
@@ -38,6 +36,9 @@ def worker(args) -> dict:
   """Runs with the tree as its cwd and first on PYTHONPATH; returns the measurement as a dict."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  # This script's sibling (sys.path[0] is its folder), not the measured tree's benchmarks/: it
+  # imports the project only when called, so from the measured tree.
+  import harness  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top
   from eaau_jax import input_pipeline, models, train, xla_options
   config = load_config(args.config)
@@ -48,30 +49,17 @@ def worker(args) -> dict:
   x = rng.normal(size=(n, args.crop, args.crop, config.input.channels)).astype(np.float32)
   t = (rng.uniform(size=(n, args.crop, args.crop, 1)) > 0.998).astype(np.float32)
   if args.task == "train":
-    batch = input_pipeline.to_global(mesh, {"image": x, "mask": t})
-    p_train, _ = train.compile_steps(config, mesh)
-    holder = [state]
-
-    def call():
-      holder[0], metrics = p_train(holder[0], batch)  # the state is donated: keep the new one
-      jax.block_until_ready((holder[0], metrics))
+    call = harness.jax_train_call(config, mesh, state, x, t)
   else:
     predict = xla_options.jit(lambda s, b: train.predict_logits(s, *b))
     images = (x, np.ones((1, args.crop, args.crop, 1), np.float32))
 
     def call():
       jax.block_until_ready(predict(state, images))
-  for _ in range(args.warmup):
-    call()
-  times = []
-  for _ in range(args.steps):
-    t0 = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - t0)
+  times = harness.timed(call, args.warmup, args.steps)["times"]
   median = statistics.median(times)
   value = args.batch / median if args.task == "train" else 1e3 * median
-  return {"value": value, "times": times,
-          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  return {"value": value, "times": times, "peak_rss_mb": harness.rss_mb()}
 
 
 def run_tree(tree: str, argv: list, timeout: float) -> dict:

@@ -85,25 +85,53 @@ def xplane_file(trace_dir: str) -> str:
   return glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
 
 
-def op_shares(trace_dir: str) -> collections.Counter:
-  """Seconds per operation class, from the trace in ``trace_dir``: on the CPU summed over XLA's
-  worker threads; on a GPU over the kernels of the device's streams (gpu_kernel_class)."""
+def op_events(trace_dir: str):
+  """(on_gpu, name, seconds) of every operation in the trace in ``trace_dir``: on the CPU the
+  HLO instructions run on XLA's worker threads (their parents and markers left out), on a GPU
+  the kernels on the device's streams. Where there is none, prints the trace's lines (an unknown
+  trace layout says what it holds rather than nothing)."""
   path = xplane_file(trace_dir)
-  shares, seen = collections.Counter(), []
+  seen, found = [], 0
   for plane in jax.profiler.ProfileData.from_file(path).planes:
     gpu = plane.name.startswith("/device:GPU")
     for line in plane.lines:
       seen.append(f"{plane.name}: {line.name}")
       if gpu and line.name.startswith("Stream"):
         for ev in line.events:
-          shares[gpu_kernel_class(ev.name)] += ev.duration_ns / 1e9
+          found += 1
+          yield True, ev.name, ev.duration_ns / 1e9
       elif "XLAEigen" in line.name:  # XLA's intra-op pool: where the CPU's operations run
         for ev in line.events:
           if not ev.name.startswith(("ThunkExecutor", "end: ")):  # parents and markers
-            shares[re.sub(r"\.\d+", "", ev.name)] += ev.duration_ns / 1e9
-  if not shares:  # an unknown trace layout: say what it holds rather than print nothing
+            found += 1
+            yield False, ev.name, ev.duration_ns / 1e9
+  if not found:
     print("no operation events found; the trace's lines:", sorted(set(seen)))
+
+
+def op_shares(trace_dir: str) -> collections.Counter:
+  """Seconds per operation class, from the trace in ``trace_dir``: on the CPU summed over XLA's
+  worker threads (the instruction's name without its number); on a GPU over the kernels of the
+  device's streams (gpu_kernel_class)."""
+  shares = collections.Counter()
+  for gpu, name, seconds in op_events(trace_dir):
+    shares[gpu_kernel_class(name) if gpu else re.sub(r"\.\d+", "", name)] += seconds
   return shares
+
+
+def trace_calls(run, state, calls: int, trace_dir: str) -> list:
+  """Runs ``state = run(state)`` twice (compilation, then one more so the traced calls are
+  steady), then ``calls`` times under jax.profiler writing to ``trace_dir``; each traced call's
+  wall seconds."""
+  for _ in range(2):
+    state = run(state)
+  walls = []
+  with jax.profiler.trace(trace_dir):
+    for _ in range(calls):
+      t0 = time.perf_counter()
+      state = run(state)
+      walls.append(time.perf_counter() - t0)
+  return walls
 
 
 def main():
@@ -124,14 +152,9 @@ def main():
     jax.block_until_ready(out)
     return state if args.infer else out[0]
 
-  for _ in range(2):  # compile, then one more so the traced steps are steady
-    state = run(state)
   with tempfile.TemporaryDirectory() as trace_dir:
-    with jax.profiler.trace(trace_dir):
-      for _ in range(args.steps):
-        t0 = time.perf_counter()
-        state = run(state)
-        print(f"traced {'inference' if args.infer else 'step'}: {time.perf_counter() - t0:.2f} s")
+    for seconds in trace_calls(run, state, args.steps, trace_dir):
+      print(f"traced {'inference' if args.infer else 'step'}: {seconds:.2f} s")
     shares = op_shares(trace_dir)
     if args.xplane:
       shutil.copy(xplane_file(trace_dir), args.xplane)

@@ -236,7 +236,9 @@ def nchw(a, device):
   return torch.from_numpy(a.transpose(0, 3, 1, 2).copy()).to(device)
 
 
-def torch_train(spec: dict) -> dict:
+def torch_train_call(spec: dict):
+  """A no-argument function running one training step of the twin on spec's batch (forward,
+  soft-IoU, backward, torch.optim.Adagrad in configs/sirst.py's form) and waiting for it."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks.torch_twin import model as twin  # pylint: disable=g-import-not-at-top
   config, net, device = torch_net(spec)
@@ -257,7 +259,11 @@ def torch_train(spec: dict) -> dict:
     opt.step()
     torch_sync(device)
 
-  t = timed(step, spec["warmup"], spec["steps"])
+  return step
+
+
+def torch_train(spec: dict) -> dict:
+  t = timed(torch_train_call(spec), spec["warmup"], spec["steps"])
   return {"value": BATCH / statistics.median(t["times"]), **t}
 
 
@@ -368,9 +374,10 @@ def worker_env(spec: dict) -> dict:
   return env
 
 
-def run_one(framework: str, spec: dict, timeout: float) -> dict:
-  """One worker's result, or {"failed": why} (a timeout, or an exit with its stderr printed)."""
-  cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", framework,
+def run_one(framework: str, spec: dict, timeout: float, script: str = __file__) -> dict:
+  """One worker's result, or {"failed": why} (a timeout, or an exit with its stderr printed).
+  ``script``: the file whose ``--worker framework --spec JSON`` prints the RESULT line."""
+  cmd = [sys.executable, str(pathlib.Path(script).resolve()), "--worker", framework,
          "--spec", json.dumps(spec)]
   try:
     p = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(spec),

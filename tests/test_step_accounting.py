@@ -1,0 +1,86 @@
+"""benchmarks/step_accounting.py: how the train step's operations are sorted, checked against the
+shapes XLA gives them, and the table it prints (no profiling here: that is the script's run)."""
+
+import collections
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import step_accounting as sa
+from configs import tiny
+from eaau_jax import input_pipeline, models, train
+
+BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def compiled_step_hlo() -> str:
+  config = tiny.get_config()
+  mesh = input_pipeline.make_mesh()
+  state = train.create_train_state(config, models.model_from_config(config.model), 10, mesh)
+  x = np.zeros((BATCH, 32, 32, config.input.channels), np.float32)
+  batch = input_pipeline.to_global(mesh, {"image": x, "mask": x[..., :1]})
+  p_train, _ = train.compile_steps(config, mesh)
+  return p_train.lower(state, batch).compile().as_text()
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolutions and layouts")
+def test_convolutions_are_sorted_by_pass_as_their_shapes_say(compiled_step_hlo):
+  """A kernel gradient's result is kernel-shaped (input features, window, output features: no
+  batch), a forward or input-gradient convolution's is an activation (the batch first): the
+  sorting by window and metadata must agree with that for every convolution of the step."""
+  instructions = sa.hlo_instructions(compiled_step_hlo)
+  shapes = dict(re.findall(r"^\s*(?:ROOT )?%([\w\-.]+) = f32\[([\d,]*)\]\S* convolution\(",
+                           compiled_step_hlo, re.M))
+  rows = collections.Counter()
+  for name, dims in shapes.items():
+    dims = [int(d) for d in dims.split(",")]
+    row = sa.jax_category(name, *instructions[name])
+    rows[row] += 1
+    if row == sa.WGRAD:
+      assert dims[1:3] in ([1, 1], [2, 2], [3, 3], [4, 4]), (name, dims)
+    else:
+      assert row in (sa.CONV_FORWARD, sa.DGRAD), (name, row)
+      assert dims[0] == BATCH and dims[1:3] not in ([1, 1], [2, 2], [3, 3], [4, 4]), (name, dims)
+  assert rows[sa.CONV_FORWARD] and rows[sa.DGRAD] and rows[sa.WGRAD], rows
+  # The stem's convolution reads the image, which needs no gradient: one fewer input gradient.
+  assert rows[sa.DGRAD] < rows[sa.CONV_FORWARD]
+  copies = [n for n, (op, w) in instructions.items() if sa.jax_category(n, op, w) == sa.LAYOUT]
+  assert copies and all(n.startswith("transpose_copy_fusion") for n in copies)
+
+
+def test_other_instructions_by_source_path():
+  step = "jit(train_step)/jvp(EAAUNet)/"
+  assert sa.jax_category("add_maximum_fusion.3", step + "stage1/ResidualBlock_0/jit(relu)/max",
+                         ()) == sa.NORM
+  assert sa.jax_category("ynn_fusion.7", "jit(train_step)/transpose(jvp(EAAUNet))/stage2/"
+                         "ResidualBlock_1/BatchNorm_0/reduce_sum", ()) == sa.NORM
+  assert sa.jax_category("broadcast_subtract_fusion", step + "stem_bn/sub", ()) == sa.NORM
+  assert sa.jax_category("multiply_add_fusion.2", step + "fuse1/sa_high/mul", ()) == sa.REST
+  assert sa.jax_category("multiply_fusion", "jit(train_step)/mul", ()) == sa.REST  # optimizer
+
+
+def test_torch_operations():
+  assert sa.torch_category("aten::mkldnn_convolution") == sa.CONV_FORWARD
+  assert sa.torch_category("aten::convolution_backward") == sa.CONV_BACKWARD
+  assert sa.torch_category("aten::slow_conv_transpose2d") == sa.CONV_FORWARD
+  for op in ("aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::clamp_min",
+             "aten::threshold_backward"):
+    assert sa.torch_category(op) == sa.NORM, op
+  for op in ("aten::add", "aten::cat", "aten::native_group_norm", "aten::addcdiv_"):
+    assert sa.torch_category(op) == sa.REST, op
+
+
+def test_table_sums_jax_backward_parts_and_divides_by_steps():
+  results = {"jax": {"rows": {sa.CONV_FORWARD: 2.0, sa.DGRAD: 1.0, sa.WGRAD: 1.5, sa.LAYOUT: 0.5,
+                              sa.NORM: 1.0, sa.REST: 1.0}, "walls": [3.6, 3.8]},
+             "torch": {"rows": {sa.CONV_FORWARD: 2.0, sa.CONV_BACKWARD: 2.0, sa.NORM: 1.0,
+                                sa.REST: 1.0}, "walls": [3.0, 3.2, 3.4]}}
+  rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+          for line in sa.table(results, steps=2)[2:]}
+  assert rows[sa.CONV_BACKWARD.strip()] == ["1.500", "1.000", "1.50 |"]
+  assert rows[sa.WGRAD.strip()] == ["0.750", "-", "- |"]
+  assert rows["all operations"] == ["3.500", "3.000", "1.17 |"]  # the parts counted once
+  assert rows["wall time of a profiled step (median)"] == ["3.700", "3.200", "1.16 |"]

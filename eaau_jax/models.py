@@ -264,33 +264,41 @@ class SubPixelUpsample(nn.Module):
     return depth_to_space(y, self.features)
 
 
-# Which taps of the 4x4 transposed-conv kernel feed each output phase, as a 3x3 conv. Along one
-# axis, flax's 4x4 stride-2 "SAME" transposed conv computes out[2m] = K[0] x[m-1] + K[2] x[m] and
-# out[2m+1] = K[1] x[m] + K[3] x[m+1]; so PHASE_TAPS[d, p, k] = 1 where input offset d - 1 of
-# phase p uses kernel tap k.
-PHASE_TAPS = np.zeros((3, 2, 4), np.float32)
-PHASE_TAPS[0, 0, 0] = PHASE_TAPS[1, 0, 2] = PHASE_TAPS[1, 1, 1] = PHASE_TAPS[2, 1, 3] = 1.0
+# Which taps of the 4x4 transposed-conv kernel feed each output phase. Along one axis, flax's 4x4
+# stride-2 "SAME" transposed conv computes out[2m] = K[0] x[m-1] + K[2] x[m] and
+# out[2m+1] = K[1] x[m] + K[3] x[m+1]. A 2-tap convolution over x padded by one on each side gives
+# z[s] = A[0] x[s-1] + A[1] x[s] for s = 0..H, so phase p is z[m + p] with A = K[PHASE_TAPS[p]].
+PHASE_TAPS = np.array([[0, 2], [1, 3]])
 
 
 class TransposedConvUpsample(nn.Module):
-  """The paper's 4x4 stride-2 transposed convolution, computed exactly as conv + depth-to-space.
+  """The paper's 4x4 stride-2 transposed convolution, computed exactly as a 2x2 convolution to its
+  four output phases + depth-to-space.
 
-  Its four output phases are 2x2 sub-kernels of the same 4x4 kernel, so one 3x3 convolution with
-  a kernel assembled from them (zeros elsewhere), then depth-to-space, gives the layer's output
-  (XLA's CPU transposed conv is far slower: benchmarks/upsampling.py). The parameter is the 4x4
-  kernel, shape (4, 4, in, out) as ``nn.ConvTranspose``'s, so checkpoints of either load in both.
+  Each output phase is a 2x2 sub-kernel of the 4x4 kernel over a 2x2 input window, one pixel
+  further on for the odd rows (columns), so one 2x2 convolution of the input padded by one pixel
+  holds all four. (XLA's CPU transposed conv is far slower: benchmarks/upsampling.py. Until
+  2026-11-27 a 3x3 convolution holding the four windows did it: 9/4 the multiplications, 1.05x
+  slower training at 256 x 256 on the 2-core CPU, BENCHMARKS.md.) The parameter is the 4x4 kernel,
+  shape (4, 4, in, out) as ``nn.ConvTranspose``'s, so checkpoints of either load in both.
   """
   features: int
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features))
-    taps = jnp.asarray(PHASE_TAPS, kernel.dtype)
-    w3 = jnp.einsum("apk,bql,klio->abipqo", taps, taps, kernel)
-    w3 = w3.reshape(3, 3, x.shape[-1], 4 * self.features)
-    y = jax.lax.conv_general_dilated(x, w3, (1, 1), ((1, 1), (1, 1)),
+    rows = PHASE_TAPS.T[:, ::-1]  # rows[a, r]: the 4x4 tap of window position a in phase 1 - r
+    w2 = kernel[rows[:, None, :, None], rows[None, :, None, :]]  # (a, b, r, s, in, out)
+    w2 = w2.transpose(0, 1, 4, 2, 3, 5).reshape(2, 2, x.shape[-1], 4 * self.features)
+    # Padded explicitly: with the padding in the convolution, XLA's CPU kernel gradient becomes a
+    # reversed-window convolution that it computes ~20x slower.
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    z = jax.lax.conv_general_dilated(xp, w2, (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return depth_to_space(y, self.features)
+    # Phase p of output row m is z's row m + p; with the phases stored in reverse order (r = 1 - p)
+    # depth-to-space puts it at row 2m + p + 1, so the output is the interleaved grid less its
+    # first and last row and column.
+    return depth_to_space(z, self.features)[:, 1:-1, 1:-1]
 
 
 UPSAMPLINGS = ("transpose", "transpose_xla", "subpixel")

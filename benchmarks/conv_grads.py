@@ -7,7 +7,8 @@ at configs/sirst.py's width and the speed benchmark's batch (8 x 256 x 256 crops
   256² x 16 -> 16   stage1 / upstage1 (12 of the step's convolutions)
   128² x 32 -> 32   stage2 / upstage2 (11)
    64² x 64 -> 64   the bottleneck (5)
-  128² x 32 -> 64   up1's transposed conv, computed as a 3 x 3 conv to 4 x 16 phases
+  128² x 32 -> 64   up1's transposed conv as computed until 2026-11-27: a 3 x 3 conv to 4 x 16
+                    phases (now a 2 x 2 one: models.TransposedConvUpsample)
 
 JAX: lax.conv_general_dilated (NHWC x HWIO) and its jax.vjp, as the model's gradient runs it,
 compiled twice: by plain jax.jit (XLA's CPU default: YNNPACK takes the convolutions it can) and by

@@ -178,6 +178,8 @@ def main():
   if args.worker:
     worker(args.worker, json.loads(args.spec))
     return
+  if args.crop < 24:  # jax_category tells a kernel gradient by its window: the 1/4-scale activation
+    sys.exit(f"--crop {args.crop}: at least 24, so that every activation is larger than a kernel")
   cpus = sorted(os.sched_getaffinity(0))[:args.threads]
   spec = {"threads": len(cpus), "cpus": cpus, "crop": args.crop, "steps": args.steps,
           "malloc": "default", "device": "cpu", "dtype": "float32", "kind": "accounting"}

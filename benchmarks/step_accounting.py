@@ -33,6 +33,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import speed  # pylint: disable=g-import-not-at-top
+from benchmarks.harness import timed  # pylint: disable=g-import-not-at-top
 
 CONV_FORWARD = "convolutions, forward"
 CONV_BACKWARD = "convolutions, backward (input and kernel gradients)"
@@ -123,17 +124,11 @@ def jax_worker(spec: dict) -> dict:
 
 
 def torch_worker(spec: dict) -> dict:
-  import time  # pylint: disable=g-import-not-at-top
   from torch import profiler  # pylint: disable=g-import-not-at-top
   step = speed.torch_train_call(spec)
-  for _ in range(2):
-    step()
-  walls = []
+  timed(step, 2, 0)  # the untimed steps, outside the profile
   with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
-    for _ in range(spec["steps"]):
-      t0 = time.perf_counter()
-      step()
-      walls.append(time.perf_counter() - t0)
+    walls = timed(step, 0, spec["steps"])["times"]
   rows = collections.Counter()
   for ev in prof.key_averages():
     rows[torch_category(ev.key)] += ev.self_cpu_time_total / 1e6

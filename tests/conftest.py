@@ -9,6 +9,19 @@ SIRST = os.path.normpath(os.path.join(ROOT, "..", "shared", "datasets", "sirst")
 needs_sirst = pytest.mark.skipif(not os.path.isdir(SIRST), reason=f"no SIRST copy at {SIRST}")
 
 
+def compiled_train_step_hlo(config, batch: int = 2) -> str:
+  """The compiled HLO of ``config``'s train step (train.compile_steps) on ``batch`` 32 x 32 images."""
+  import numpy as np  # pylint: disable=g-import-not-at-top  (the project only where asked for)
+  from eaau_jax import input_pipeline, models, train  # pylint: disable=g-import-not-at-top
+  mesh = input_pipeline.make_mesh()
+  state = train.create_train_state(config, models.model_from_config(config.model), 10, mesh)
+  x = np.zeros((batch, 32, 32, config.input.channels), np.float32)
+  images = input_pipeline.to_global(mesh, {"image": x, "mask": np.zeros((batch, 32, 32, 1),
+                                                                       np.float32)})
+  p_train, _ = train.compile_steps(config, mesh)
+  return p_train.lower(state, images).compile().as_text()
+
+
 def step_dirs(folder) -> list:
   """The steps an orbax checkpoint folder holds (its numbered sub-folders), in order."""
   return sorted(int(s) for s in os.listdir(folder) if s.isdigit())

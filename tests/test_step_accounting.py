@@ -5,25 +5,18 @@ import collections
 import re
 
 import jax
-import numpy as np
 import pytest
 
 from benchmarks import step_accounting as sa
 from configs import tiny
-from eaau_jax import input_pipeline, models, train
+from conftest import compiled_train_step_hlo
 
 BATCH = 2
 
 
 @pytest.fixture(scope="module")
 def compiled_step_hlo() -> str:
-  config = tiny.get_config()
-  mesh = input_pipeline.make_mesh()
-  state = train.create_train_state(config, models.model_from_config(config.model), 10, mesh)
-  x = np.zeros((BATCH, 32, 32, config.input.channels), np.float32)
-  batch = input_pipeline.to_global(mesh, {"image": x, "mask": x[..., :1]})
-  p_train, _ = train.compile_steps(config, mesh)
-  return p_train.lower(state, batch).compile().as_text()
+  return compiled_train_step_hlo(tiny.get_config(), BATCH)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolutions and layouts")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import acm_unet, alcnet, tiny
-from eaau_jax import input_pipeline, models, train, xla_options
+from conftest import compiled_train_step_hlo
+from eaau_jax import xla_options
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU compiler options")
 
@@ -47,18 +48,8 @@ def test_cpu_convolutions_leave_ynnpack_with_the_same_values():
   np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-4)
 
 
-def _compiled_train_step_hlo(config) -> str:
-  """The compiled HLO of ``config``'s train step on a batch of two 32 x 32 images."""
-  mesh = input_pipeline.make_mesh()
-  state = train.create_train_state(config, models.model_from_config(config.model), 10, mesh)
-  x = np.zeros((2, 32, 32, config.input.channels), np.float32)
-  batch = input_pipeline.to_global(mesh, {"image": x, "mask": np.zeros((2, 32, 32, 1), np.float32)})
-  p_train, _ = train.compile_steps(config, mesh)
-  return p_train.lower(state, batch).compile().as_text()
-
-
 def test_train_and_eval_steps_compile_with_the_options():
-  hlo = _compiled_train_step_hlo(tiny.get_config())
+  hlo = compiled_train_step_hlo(tiny.get_config())
   assert _all_convolutions(hlo) > 0 and _ynn_convolutions(hlo) == 0
 
 
@@ -101,7 +92,7 @@ def test_residual_stream_is_not_recomputed_in_every_fusion():
   it, a fusion reads at most the two a block needs (its convolution and its shortcut's)."""
   config = tiny.get_config()
   config.model.blocks = 3
-  assert _most_convolutions_one_fusion_reads(_compiled_train_step_hlo(config)) <= 2
+  assert _most_convolutions_one_fusion_reads(compiled_train_step_hlo(config)) <= 2
 
 
 @pytest.mark.parametrize("name", ["acm_unet", "alcnet"])
@@ -115,7 +106,7 @@ def test_baselines_residual_stream_is_not_recomputed_either(name):
                                       fuse_mode="AsymBi", tiny=True, dropout=0.1)
   else:
     config = alcnet.get_config()
-  assert _most_convolutions_one_fusion_reads(_compiled_train_step_hlo(config)) <= 3
+  assert _most_convolutions_one_fusion_reads(compiled_train_step_hlo(config)) <= 3
 
 
 def test_fusion_boundary_is_the_identity_with_its_gradient():

@@ -44,7 +44,7 @@ def restore(checkpoint: str, mesh, config: Optional[ml_collections.ConfigDict] =
           "the config's model differs from the checkpoint's: " + "; ".join(diff),
           f"{manager.directory}/{step}", "leave out --config to use the checkpoint's own")
   model = models.model_from_config(ckpt_config.model)
-  template = train.create_train_state(ckpt_config, model, 1, mesh)
+  template = train.abstract_train_state(ckpt_config, model)
   state = checkpoints.restore_state(manager, step, template, mesh)
   logging.info("Restored %s/%d (%d params)", manager.directory, step, meta["num_params"])
   return state, ckpt_config, meta, step

@@ -160,8 +160,22 @@ def create_train_state(config: ml_collections.ConfigDict, model: models.EAAUNet,
                        mesh) -> TrainState:
   """Initialised state, replicated over the mesh; its ``apply_fn`` computes in
   ``config.compute_dtype`` (``model_apply``), params and optimizer state are float32."""
-  c = config.input.channels
-  shape = (1, 32, 32, c)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return xla_options.jit(_initializer(config, model, total_steps), once=True,
+                         platform=mesh.devices.flat[0].platform, out_shardings=replicated)()
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model: models.EAAUNet,
+                         total_steps: int = 1) -> TrainState:
+  """``create_train_state``'s shapes and dtypes, nothing compiled or computed: the template a
+  checkpoint is restored into (its values would be overwritten; compiling them took seconds). The
+  restored state keeps the template's optimizer, whose schedule ``total_steps`` sets."""
+  return jax.eval_shape(_initializer(config, model, total_steps))
+
+
+def _initializer(config: ml_collections.ConfigDict, model: models.EAAUNet, total_steps: int):
+  """The function of no arguments that builds the initial state."""
+  shape = (1, 32, 32, config.input.channels)
   apply_fn = model_apply(config, model)  # every step applies the model through it
 
   def init():
@@ -170,8 +184,7 @@ def create_train_state(config: ml_collections.ConfigDict, model: models.EAAUNet,
                              batch_stats=variables["batch_stats"],
                              tx=create_optimizer(config.optimizer, total_steps, config.batch_size))
 
-  replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(init, out_shardings=replicated)()
+  return init
 
 
 def train_step(state: TrainState, batch: dict, *, loss_cfg, seed: int):
@@ -406,11 +419,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainSt
       jax.process_count(), config.input.workers, tuple(config.input.scale_range),
       config.input.scale_reference, worker_processes=config.input.worker_processes)
   total_steps = config.num_epochs * loader.steps_per_epoch
-  state = create_train_state(config, models.model_from_config(config.model), total_steps, mesh)
+  model = models.model_from_config(config.model)
+  ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+  if ckpt.latest.latest_step() is None:
+    state = create_train_state(config, model, total_steps, mesh)
+  else:  # resuming: the initial values would be overwritten, so none are compiled or computed
+    state = ckpt.restore_latest(abstract_train_state(config, model, total_steps), mesh)
   meta = {"config": config.to_dict(), "mean": mean, "std": std,
           "num_params": models.count_params(state.params)}
-  ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
-  state = ckpt.restore_latest(state, mesh)
   start = int(state.step)
   if start:
     logging.info("Resumed from %s at step %d", ckpt.directory, start)

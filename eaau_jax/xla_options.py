@@ -9,6 +9,12 @@ keeps the dots and reductions only. The option is per compilation (jax.jit's
 ``compiler_options``), not a process-wide XLA_FLAGS: it touches the project's own steps only, a
 user's XLA_FLAGS that names it wins, and a jaxlib that does not know it costs the speed-up, not
 the run. On a GPU nothing is set.
+
+A computation compiled to run once (``jit(..., once=True)``: the train state's initialisation)
+gets LLVM's level-2 passes instead of XLA's default 3 on the CPU. Its HLO is mostly each
+parameter's unrolled threefry, which level 3 takes 2.4x as long to compile (8.1 s against 3.4 s
+for configs/sirst.py's model on the 2-core CPU measured) for a run of milliseconds either way; the
+values are bitwise the same (tests/test_xla_options.py).
 """
 
 from __future__ import annotations
@@ -25,15 +31,20 @@ YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 # YNNPACK's default kinds (individual convolutions, individual dots, reductions) less convolutions:
 # the same compiled HLO as XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution.
 CPU_OPTIONS = {YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+LEVEL_OPTION = "xla_backend_optimization_level"
+# For computations compiled to run once: the same values, compiled 2.4x faster (module docstring).
+CPU_ONCE_OPTIONS = {LEVEL_OPTION: 2}
 
 
-def compiler_options(platform: str, environ=None) -> Optional[dict]:
-  """The options ``jit`` passes for ``platform`` (a ``jax.Device.platform``), or None."""
+def compiler_options(platform: str, environ=None, once: bool = False) -> Optional[dict]:
+  """The options ``jit`` passes for ``platform`` (a ``jax.Device.platform``), or None; ``once``:
+  those for a computation run once (CPU_ONCE_OPTIONS instead of CPU_OPTIONS)."""
   if platform != "cpu":
     return None
-  if YNN_OPTION in (os.environ if environ is None else environ).get("XLA_FLAGS", ""):
-    return None  # the user chose YNNPACK's kinds: compile options would override XLA_FLAGS
-  return dict(CPU_OPTIONS) if _cpu_accepts(tuple(CPU_OPTIONS.items())) else None
+  options, name = (CPU_ONCE_OPTIONS, LEVEL_OPTION) if once else (CPU_OPTIONS, YNN_OPTION)
+  if name in (os.environ if environ is None else environ).get("XLA_FLAGS", ""):
+    return None  # the user chose it in XLA_FLAGS: compile options would override theirs
+  return dict(options) if _cpu_accepts(tuple(options.items())) else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,17 +55,18 @@ def _cpu_accepts(options: tuple) -> bool:
         jax.ShapeDtypeStruct((1,), jnp.float32)).compile()
   except Exception as e:  # pylint: disable=broad-except  (jaxlib raises its own error types)
     logging.warning("XLA CPU options %s not taken by this jaxlib (%s): compiling without them, "
-                    "1.15-1.23x slower on the CPU measured (BENCHMARKS.md)", dict(options),
+                    "slower on the CPU measured (xla_options.py's docstring)", dict(options),
                     str(e).splitlines()[0])
     return False
   return True
 
 
-def jit(fun: Callable, *, platform: Optional[str] = None, **kwargs: Any):
-  """``jax.jit(fun, **kwargs)`` with ``compiler_options(platform)``; ``platform`` defaults to
-  JAX's default backend (pass a mesh's ``devices.flat[0].platform`` when compiling for a mesh)."""
-  return jax.jit(fun, compiler_options=compiler_options(platform or jax.default_backend()),
-                 **kwargs)
+def jit(fun: Callable, *, platform: Optional[str] = None, once: bool = False, **kwargs: Any):
+  """``jax.jit(fun, **kwargs)`` with ``compiler_options(platform, once=once)``; ``platform``
+  defaults to JAX's default backend (pass a mesh's ``devices.flat[0].platform`` when compiling for
+  a mesh); ``once`` where ``fun`` is compiled to be called once."""
+  return jax.jit(fun, compiler_options=compiler_options(platform or jax.default_backend(),
+                                                        once=once), **kwargs)
 
 
 def fusion_boundary(x: jax.Array) -> jax.Array:

@@ -144,12 +144,12 @@ def runs(tmp_path_factory):
 
 def final_states(*workdirs) -> list:
   """The last checkpoint of each workdir, restored as a resumed run restores it
-  (``Checkpoints.restore_latest``), here in one process on this process's devices. One template
-  (one compilation): the runs share their config."""
+  (``Checkpoints.restore_latest`` into ``train.abstract_train_state``), here in one process on
+  this process's devices. One template: the runs share their config."""
   config = checkpoints.upgrade_config(checkpoints.read_meta(
       *checkpoints.locate(os.path.join(workdirs[0], "checkpoints")))["config"])
   mesh = input_pipeline.make_mesh()
-  template = train.create_train_state(config, models.model_from_config(config.model), 1, mesh)
+  template = train.abstract_train_state(config, models.model_from_config(config.model))
   out = []
   for workdir in workdirs:
     ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints)

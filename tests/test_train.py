@@ -127,7 +127,7 @@ def final_params(workdir):
   config = tiny.get_config()
   config.num_epochs = 4
   mesh = input_pipeline.make_mesh()
-  template = train.create_train_state(config, models.model_from_config(config.model), 16, mesh)
+  template = train.abstract_train_state(config, models.model_from_config(config.model), 16)
   state = checkpoints.restore_state(manager, step, template, mesh)
   return step, jax.device_get({"params": state.params, "batch_stats": state.batch_stats,
                                "opt_state": state.opt_state})
@@ -360,6 +360,51 @@ def test_predict_equals_eval_logits(trained):
       alone = np.asarray(forward(state, batch["image"], batch["valid"]))[0, :h, :w]
       np.testing.assert_allclose(alone, batched[i], rtol=1e-4, atol=1e-4)
     assert "plan" not in vars(single)  # predict never sized the whole folder
+
+
+def test_restore_template_is_abstract_and_restores_what_a_real_template_does(trained):
+  """evaluate.restore's template (train.abstract_train_state) computes nothing: shapes and dtypes
+  of the state create_train_state builds; restoring into it gives the values a real one does."""
+  workdir, _ = trained
+  mesh = input_pipeline.make_mesh(jax.devices()[:1])
+  state, config, _, step = evaluate.restore(workdir, mesh)
+  model = models.model_from_config(config.model)
+  abstract = train.abstract_train_state(config, model)
+  real = train.create_train_state(config, model, 1, mesh)
+  abstract, real_leaves = (jax.tree_util.tree_flatten_with_path(t)[0] for t in (abstract, real))
+  assert [p for p, _ in abstract] == [p for p, _ in real_leaves]  # (each holds its own optax)
+  for (_, a), (_, r) in zip(abstract, real_leaves):
+    assert isinstance(a, jax.ShapeDtypeStruct) and (a.shape, a.dtype) == (r.shape, r.dtype)
+  manager, _ = checkpoints.locate(workdir)
+  from_real = checkpoints.restore_state(manager, step, real, mesh)
+  assert int(state.step) == step > 0
+  for a, r in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(from_real)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(r))
+
+
+def test_resume_restores_into_the_run_s_optimizer_schedule(tmp_path):
+  """A resumed run's state comes from an abstract template (nothing compiled) whose optimizer is
+  the run's own: with a cosine schedule over the run's steps, the step after resuming updates the
+  params as the uninterrupted state does (a template built for 1 step would decay it to 0)."""
+  config = tiny.get_config()
+  config.optimizer.schedule = "cosine"
+  workdir = str(tmp_path / "wd")
+  run, state = train.setup(config, workdir)
+  grads = jax.tree_util.tree_map(np.ones_like, state.params)
+  for _ in range(3):
+    state = state.apply_gradients(grads=grads)
+  run.ckpt.save(3, state, run.meta)
+  run.ckpt.close()
+  run.report.close()
+  resumed_run, resumed = train.setup(config, workdir)
+  resumed_run.ckpt.close()
+  resumed_run.report.close()
+  assert resumed_run.start == int(resumed.step) == 3
+  _assert_same_params(resumed.apply_gradients(grads=grads).params,
+                      state.apply_gradients(grads=grads).params)
+  moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(),
+                                 state.apply_gradients(grads=grads).params, state.params)
+  assert max(jax.tree_util.tree_leaves(moved)) > 1e-4  # the learning rate at step 3 is not 0
 
 
 def _error_lines(r):

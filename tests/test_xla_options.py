@@ -1,16 +1,20 @@
 """xla_options.jit: on the CPU, convolutions compile to XLA's own rather than YNNPACK's (issue 10),
-with the same values; nothing on other platforms; a user's XLA_FLAGS and an older jaxlib respected.
+with the same values; the train state's initialisation at a lower LLVM level, to the same bits;
+nothing on other platforms; a user's XLA_FLAGS and an older jaxlib respected.
 """
 
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import acm_unet, alcnet, tiny
+from configs import acm_unet, alcnet, sirst, tiny
 from conftest import compiled_train_step_hlo
-from eaau_jax import xla_options
+from eaau_jax import input_pipeline, models, train, xla_options
+
+LEVEL = xla_options.LEVEL_OPTION
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU compiler options")
 
@@ -69,6 +73,41 @@ def test_an_option_this_jaxlib_lacks_compiles_without_it(monkeypatch, caplog):
   assert "xla_cpu_no_such_option" in caplog.text and "compiling without them" in caplog.text
   f = xla_options.jit(lambda v: v * 2, platform="cpu")
   np.testing.assert_array_equal(f(np.arange(3.0)), [0.0, 2.0, 4.0])
+
+
+def test_once_options_by_platform_and_user_flags():
+  assert xla_options.compiler_options("gpu", once=True) is None
+  assert xla_options.compiler_options("cpu", environ={}, once=True) == {LEVEL: 2}
+  ynn = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
+  assert xla_options.compiler_options("cpu", environ=ynn, once=True) == {LEVEL: 2}
+  user = {"XLA_FLAGS": f"--{LEVEL}=1"}
+  assert xla_options.compiler_options("cpu", environ=user, once=True) is None
+  assert xla_options.compiler_options("cpu", environ=user) == xla_options.CPU_OPTIONS
+
+
+def test_paper_model_initialises_to_the_same_bits_compiled_once():
+  """configs/sirst.py's initialisation as the train state compiles it (``once``) against XLA's
+  default level: every parameter and statistic bit for bit (the seeds in RESULTS.md start there)."""
+  config = sirst.get_config()
+  model = models.model_from_config(config.model)
+  init = lambda: model.init(jax.random.key(config.seed), jnp.zeros((1, 32, 32, 1), jnp.float32))
+  ours = xla_options.jit(init, once=True)()
+  default = jax.jit(init, compiler_options={LEVEL: 3})()  # XLA's default level, named
+  leaves, ref = jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(default)
+  assert len(leaves) == len(ref) > 100
+  for a, b in zip(leaves, ref):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_train_state_is_initialised_with_the_once_options(monkeypatch):
+  calls = []
+  real = xla_options.compiler_options
+  monkeypatch.setattr(xla_options, "compiler_options",
+                      lambda *a, **k: calls.append(k.get("once")) or real(*a, **k))
+  config = tiny.get_config()
+  train.create_train_state(config, models.model_from_config(config.model), 1,
+                           input_pipeline.make_mesh())
+  assert calls == [True]
 
 
 # ------------------------------------------------------------------ fusion_boundary

@@ -1,5 +1,6 @@
 """benchmarks/tree_speed.py: a tree without the config is refused by name, an absolute config path
-too; one round over two trees runs each worker in its own tree and prints medians and speed-ups."""
+too; one round over two trees runs each worker in its own tree and prints medians and speed-ups;
+restore reads a checkpoint the script writes and removes."""
 
 import os
 import shutil
@@ -40,3 +41,14 @@ def test_each_worker_imports_the_project_from_its_own_tree(tmp_path):
   assert f"  {broken}: failed" in out
   median = [line for line in out.splitlines() if line.startswith(f"  {ROOT}: ")][0]
   assert float(median.split()[1]) > 0 and median.endswith("speed-up over the first tree 1.00")
+
+
+def test_restore_reads_a_checkpoint_the_first_tree_wrote_then_removes_it(tmp_path):
+  p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tree_speed.py"),
+                      "--config", "configs/tiny.py", "--trees", ROOT, "--task", "restore",
+                      "--rounds", "1"], capture_output=True, text=True, cwd=ROOT, check=True,
+                     timeout=600, env=dict(os.environ, TMPDIR=str(tmp_path)))
+  assert "restore (seconds, once in a fresh process)" in p.stdout, p.stdout + p.stderr[-3000:]
+  median = [line for line in p.stdout.splitlines() if line.startswith(f"  {ROOT}: ")][0]
+  assert float(median.split()[1]) > 0 and " s (rounds " in median
+  assert not os.listdir(tmp_path)  # the checkpoint written for it is gone

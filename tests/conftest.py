@@ -14,7 +14,7 @@ def compiled_train_step_hlo(config, batch: int = 2) -> str:
   import numpy as np  # pylint: disable=g-import-not-at-top  (the project only where asked for)
   from eaau_jax import input_pipeline, models, train  # pylint: disable=g-import-not-at-top
   mesh = input_pipeline.make_mesh()
-  state = train.create_train_state(config, models.model_from_config(config.model), 10, mesh)
+  state = train.abstract_train_state(config, models.model_from_config(config.model), 10)
   x = np.zeros((batch, 32, 32, config.input.channels), np.float32)
   images = input_pipeline.to_global(mesh, {"image": x, "mask": np.zeros((batch, 32, 32, 1),
                                                                        np.float32)})

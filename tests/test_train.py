@@ -401,10 +401,10 @@ def test_resume_restores_into_the_run_s_optimizer_schedule(tmp_path):
   resumed_run.ckpt.close()
   resumed_run.report.close()
   assert resumed_run.start == int(resumed.step) == 3
-  _assert_same_params(resumed.apply_gradients(grads=grads).params,
-                      state.apply_gradients(grads=grads).params)
-  moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(),
-                                 state.apply_gradients(grads=grads).params, state.params)
+  expected = state.apply_gradients(grads=grads).params
+  _assert_same_params(resumed.apply_gradients(grads=grads).params, expected)
+  moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(), expected,
+                                 state.params)
   assert max(jax.tree_util.tree_leaves(moved)) > 1e-4  # the learning rate at step 3 is not 0
 
 

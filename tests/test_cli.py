@@ -204,6 +204,7 @@ def _fake_workdir(tmp_path):
   for d in ("checkpoints/12", "checkpoints/16", "best/8"):
     (wd / d).mkdir(parents=True)
   (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (wd / "events.out.tfevents.1.host").write_bytes(b"")  # as CLU's writer leaves
   return wd
 
 
@@ -235,6 +236,17 @@ def test_training_summary_says_what_was_reached_written_and_what_next(tmp_path, 
   assert "eval reports    wd/eval/ (eval_test_native.md)" in text
   assert "evaluate        eaau-jax --mode=eval --workdir wd" in text
   assert "in 5s wall time." in text
+
+
+def test_training_summary_names_no_events_where_none_were_written(tmp_path, monkeypatch):
+  """Without TensorFlow only metrics.jsonl is written: the summary must not point at events."""
+  wd = _fake_workdir(tmp_path)
+  (wd / "events.out.tfevents.1.host").unlink()
+  monkeypatch.chdir(tmp_path)
+  text = summary.training(str(wd), "native", "val", 16, 16, 4, 5.0)
+  assert "tfevents" not in text and "--logdir" not in text
+  assert "TensorBoard     none (no TensorFlow here: CLU's writer did not run)" in text
+  assert "metrics         wd/metrics.jsonl" in text
 
 
 def test_eval_and_predict_summaries_say_what_was_written_where(tmp_path, monkeypatch):

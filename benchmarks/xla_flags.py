@@ -42,15 +42,18 @@ def main():
   ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
   ap.add_argument("--threads", type=int, default=None, help="cores (default: all this may use)")
   ap.add_argument("--timeout", type=float, default=1800)
+  ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                  help="JAX's backend for the task (cuda: XLA GPU flags, e.g. on a lent H200)")
   args = ap.parse_args()
   flag_sets = [""] + args.set
   cpus = sorted(os.sched_getaffinity(0))[:args.threads]
   o = dict(speed.MODES["full"], infer_steps=args.steps, train_steps=args.steps, native_passes=1)
   sizes, note = speed.test_sizes(None) if args.task == "infer_native" else ([], "")
   spec = {**speed.task_specs(o, sizes, cpus)[args.task], "task": args.task, "dtype": "float32",
-          "device": "cpu"}
+          "device": args.device}
   label, faster_is_higher = speed.LABELS[args.task]
-  print(f"{label}; {len(cpus)} thread(s); {args.rounds} round(s) {note}", flush=True)
+  print(f"{label}; {args.device}; {len(cpus)} thread(s); {args.rounds} round(s) {note}",
+        flush=True)
   values = {f: [] for f in flag_sets}
   for r in range(args.rounds):
     k = r % len(flag_sets)

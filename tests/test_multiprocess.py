@@ -34,12 +34,15 @@ STEPS = 8  # tiny: 16 examples, batch 4, 2 epochs
 # same steps on 2 vs 4 devices of ONE process differ by 5e-4 (relative) after 1 step and 7e-2
 # after 8 with its native-scale crops, whose near-cancelling gradient sums make rounding relative;
 # PyTorch's AdaGrad then moves a weight with g ~ 0 by lr * sign(noise); and at lr 0.05 MXNet's form
-# still doubles a difference every step. With ACM's base-scale crops, MXNet's AdaGrad (smooth in
-# g, as tests/steps_on_devices.py) and lr 0.01, 2 processes and 1 stay within 2e-5 for 8 steps.
+# still doubles a difference every step. With ACM's base-scale crops and MXNet's AdaGrad (smooth in
+# g, as tests/steps_on_devices.py) at lr 0.01, eps 1e-7 kept 2 processes and 1 within 2e-5 for 8
+# steps on an AVX-512 CPU but not on an AVX2 one (Zen 3: up to 1e-2 in BatchNorm statistics):
+# for |g| << sqrt(eps) its update is lr * g / sqrt(eps), 33x a gradient's rounding noise a step.
+# eps 1e-2 makes that 0.1x: 1e-3 of the tolerance on the AVX2 CPU.
 # A fixed mean/std: otherwise every process reads the whole train split at start to compute them.
 # eval_pad_multiple 96: one eval bucket shape (one compilation) for tiny's 40-72 px images.
 ARGS = ["--config", os.path.join(ROOT, "configs/tiny.py"), "--config.input.scale_reference=base",
-        "--config.optimizer.form=mxnet", "--config.optimizer.eps=1e-7",
+        "--config.optimizer.form=mxnet", "--config.optimizer.eps=1e-2",
         "--config.optimizer.learning_rate=0.01", "--config.dataset.mean=100",
         "--config.dataset.std=40", "--config.input.eval_pad_multiple=96"]
 READS = "EAAU_TEST_READS"

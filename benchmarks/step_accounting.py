@@ -109,7 +109,7 @@ def jax_worker(spec: dict) -> dict:
   instructions = hlo_instructions(compiled.as_text())
 
   def run(state):
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, p_train.key)  # train.TrainStep: its key bound
     jax.block_until_ready((state, metrics))
     return state
 

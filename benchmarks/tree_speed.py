@@ -19,6 +19,10 @@ init: seconds to build the initial train state in a fresh process, its compilati
   (what training pays before its first step).
 restore: seconds for evaluate.restore to read a checkpoint of that state in a fresh process (what
   --mode=eval and predict pay before their first image); the first tree writes the checkpoint.
+reseed: seconds to build the initial state of seed 1 and compile its train step (--crop, --batch)
+  in a fresh process whose JAX persistent compilation cache a process of seed 0 filled just before
+  (a fresh cache for each tree and round): what a reproduction's second seed pays before its
+  first step (eaau_jax/reproduce.py shares the cache between seeds).
 Threads: whatever XLA takes in this process's affinity (run under `taskset` to limit them).
 """
 
@@ -33,7 +37,7 @@ import sys
 import tempfile
 import time
 
-SETUP_TASKS = ("init", "restore")
+SETUP_TASKS = ("init", "restore", "reseed")
 
 
 def load_config(path: str):
@@ -81,12 +85,17 @@ def setup_worker(args, config, mesh) -> dict:
   import harness  # pylint: disable=g-import-not-at-top
   from eaau_jax import checkpoints, evaluate, models, train  # pylint: disable=g-import-not-at-top
   model = models.model_from_config(config.model)
+  if args.task == "reseed":
+    jax.config.update("jax_compilation_cache_dir", args.cache)
+    config.seed = args.seed
   t0 = time.perf_counter()
   if args.task == "restore":
     state = evaluate.restore(args.checkpoint, mesh)[0]
   else:
     state = train.create_train_state(config, model, 1, mesh)
   jax.block_until_ready(state)
+  if args.task == "reseed":
+    compile_train_step(config, mesh, state, args)
   seconds = time.perf_counter() - t0
   if args.save:
     ckpt = checkpoints.Checkpoints(args.checkpoint, keep=1)
@@ -94,6 +103,16 @@ def setup_worker(args, config, mesh) -> dict:
                          "num_params": models.count_params(state.params)})
     ckpt.close()
   return {"value": seconds, "times": [seconds], "peak_rss_mb": harness.rss_mb()}
+
+
+def compile_train_step(config, mesh, state, args):
+  """The run's train step compiled (or read from the persistent cache) for a --batch x --crop
+  batch, as its first call would."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from eaau_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
+  x = np.zeros((args.batch, args.crop, args.crop, config.input.channels), np.float32)
+  batch = input_pipeline.to_global(mesh, {"image": x, "mask": x[..., :1]})
+  train.compile_steps(config, mesh)[0].lower(state, batch).compile()
 
 
 def run_tree(tree: str, argv: list, timeout: float) -> dict:
@@ -127,6 +146,8 @@ def main(argv=None):
   ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   ap.add_argument("--checkpoint", help=argparse.SUPPRESS)  # restore's, written by the first tree
   ap.add_argument("--save", action="store_true", help=argparse.SUPPRESS)  # init, then write it
+  ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # reseed's
+  ap.add_argument("--cache", help=argparse.SUPPRESS)  # reseed's compilation cache
   args = ap.parse_args(argv)
   if args.worker:
     print("RESULT " + json.dumps(worker(args)), flush=True)
@@ -162,7 +183,14 @@ def rounds(args, passed: list) -> dict:
   for r in range(args.rounds):
     order = args.trees[r % len(args.trees):] + args.trees[:r % len(args.trees)]
     for tree in order:
-      res = run_tree(tree, passed, args.timeout)
+      if args.task == "reseed":  # a fresh cache, filled by seed 0, then seed 1 timed
+        cache = tempfile.mkdtemp(prefix="tree_speed_cache_")
+        filled = run_tree(tree, passed + ["--cache", cache, "--seed", "0"], args.timeout)
+        res = filled if "failed" in filled else run_tree(
+            tree, passed + ["--cache", cache, "--seed", "1"], args.timeout)
+        shutil.rmtree(cache, ignore_errors=True)
+      else:
+        res = run_tree(tree, passed, args.timeout)
       results[tree].append(res)
       shown = res.get("failed") or (f"{res['value']:.3f} {unit(args.task)}, "
                                     f"peak RSS {res['peak_rss_mb']:.0f} MB")

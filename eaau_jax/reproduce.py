@@ -13,6 +13,11 @@ where the host or the GPU's memory bandwidth is the limit: on one H100, 1, 2 or 
 side trained at 23-26 steps/s in total (BENCHMARKS.md). On SIGTERM (a scheduler's preemption,
 ``timeout``) every running seed saves its step and the command exits 0 without evaluating or
 reporting anything unfinished; the same command resumes.
+
+The seeds share JAX's persistent compilation cache in ``<workdir>/jax_cache`` (unless
+``JAX_COMPILATION_CACHE_DIR`` names another): the initial state, train and evaluation steps do not
+depend on the seed (train.seed_key), so every seed after the first reads them from it instead of
+compiling them again.
 """
 
 from __future__ import annotations
@@ -61,6 +66,16 @@ def machine() -> str:
   else:
     what = f"{jax.device_count()} x {dev.device_kind}"
   return f"{what}; Python {platform.python_version()}, jax {jax.__version__}"
+
+
+def use_compilation_cache(workdir: str, environ=None) -> str | None:
+  """Points JAX's persistent compilation cache at ``<workdir>/jax_cache`` and returns it, unless
+  the user chose a cache (``JAX_COMPILATION_CACHE_DIR``, which JAX reads itself): None then."""
+  if (os.environ if environ is None else environ).get("JAX_COMPILATION_CACHE_DIR"):
+    return None
+  path = os.path.join(os.path.abspath(workdir), "jax_cache")
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
 
 
 def run_seed(config: ml_collections.ConfigDict, workdir: str, protocols) -> dict:
@@ -323,6 +338,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  use_compilation_cache(FLAGS.workdir)  # --parallel's children: the same folder as their parent
   try:
     if FLAGS.only_seed is not None:  # one seed of a --parallel run: train, evaluate, no report
       run_seed(seed_config(FLAGS.config, FLAGS.only_seed),

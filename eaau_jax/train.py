@@ -162,7 +162,24 @@ def create_train_state(config: ml_collections.ConfigDict, model: models.EAAUNet,
   ``config.compute_dtype`` (``model_apply``), params and optimizer state are float32."""
   replicated = NamedSharding(mesh, PartitionSpec())
   return xla_options.jit(_initializer(config, model, total_steps), once=True,
-                         platform=mesh.devices.flat[0].platform, out_shardings=replicated)()
+                         platform=mesh.devices.flat[0].platform,
+                         out_shardings=replicated)(seed_key(config.seed, mesh))
+
+
+def key_data(seed: int) -> np.ndarray:
+  """The raw data of ``jax.random.key(seed)`` (uint32), which ``jax.random.wrap_key_data`` turns
+  back into that key."""
+  return np.asarray(jax.random.key_data(jax.random.key(seed)))
+
+
+def seed_key(seed: int, mesh) -> jax.Array:
+  """``key_data(seed)`` replicated over ``mesh``: the initial state and the train step take the
+  run's key as an argument, not as a constant compiled into them, so their programs are the same
+  for every seed and JAX's persistent compilation cache serves another seed's run too (README,
+  start-up; reproduce.py's seeds)."""
+  data = key_data(seed)
+  return jax.make_array_from_callback(data.shape, NamedSharding(mesh, PartitionSpec()),
+                                      lambda index: data[index])
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, model: models.EAAUNet,
@@ -170,16 +187,18 @@ def abstract_train_state(config: ml_collections.ConfigDict, model: models.EAAUNe
   """``create_train_state``'s shapes and dtypes, nothing compiled or computed: the template a
   checkpoint is restored into (its values would be overwritten; compiling them took seconds). The
   restored state keeps the template's optimizer, whose schedule ``total_steps`` sets."""
-  return jax.eval_shape(_initializer(config, model, total_steps))
+  key = key_data(0)
+  return jax.eval_shape(_initializer(config, model, total_steps),
+                        jax.ShapeDtypeStruct(key.shape, key.dtype))
 
 
 def _initializer(config: ml_collections.ConfigDict, model: models.EAAUNet, total_steps: int):
-  """The function of no arguments that builds the initial state."""
+  """The function of the run's key (``seed_key``) that builds the initial state."""
   shape = (1, 32, 32, config.input.channels)
   apply_fn = model_apply(config, model)  # every step applies the model through it
 
-  def init():
-    variables = model.init(jax.random.key(config.seed), jnp.zeros(shape, jnp.float32))
+  def init(key):
+    variables = model.init(jax.random.wrap_key_data(key), jnp.zeros(shape, jnp.float32))
     return TrainState.create(apply_fn=apply_fn, params=variables["params"],
                              batch_stats=variables["batch_stats"],
                              tx=create_optimizer(config.optimizer, total_steps, config.batch_size))
@@ -187,9 +206,10 @@ def _initializer(config: ml_collections.ConfigDict, model: models.EAAUNet, total
   return init
 
 
-def train_step(state: TrainState, batch: dict, *, loss_cfg, seed: int):
-  """One optimisation step on the global batch; also the collapse diagnostics of the notes."""
-  dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
+def train_step(state: TrainState, batch: dict, key: jax.Array, *, loss_cfg):
+  """One optimisation step on the global batch (``key``: the run's, ``seed_key``); also the
+  collapse diagnostics of the notes."""
+  dropout_key = jax.random.fold_in(jax.random.wrap_key_data(key), state.step)
 
   def loss_fn(params):
     logits, new_vars = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
@@ -229,17 +249,32 @@ def eval_step(state: TrainState, batch: dict):
   return seg, logits
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+  """The jitted ``train_step`` with the run's key bound: ``p_train(state, batch)``, and ``lower``
+  as jax.jit's (for the compiled HLO). The key is an argument of the compiled step, not a constant
+  in it (``seed_key``)."""
+  jitted: Callable
+  key: jax.Array
+
+  def __call__(self, state: TrainState, batch: dict):
+    return self.jitted(state, batch, self.key)
+
+  def lower(self, state: TrainState, batch: dict):
+    return self.jitted.lower(state, batch, self.key)
+
+
 def compile_steps(config, mesh):
   """The jitted train and eval steps, with the state replicated and batches sharded."""
   replicated = NamedSharding(mesh, PartitionSpec())
   sharded = NamedSharding(mesh, PartitionSpec(input_pipeline.DATA_AXIS))
   platform = mesh.devices.flat[0].platform  # XLA options for it: xla_options.py
-  p_train = xla_options.jit(functools.partial(train_step, loss_cfg=config.loss, seed=config.seed),
-                            platform=platform, in_shardings=(replicated, sharded),
-                            out_shardings=(replicated, replicated), donate_argnums=0)
+  jitted = xla_options.jit(functools.partial(train_step, loss_cfg=config.loss), platform=platform,
+                           in_shardings=(replicated, sharded, replicated),
+                           out_shardings=(replicated, replicated), donate_argnums=0)
   p_eval = xla_options.jit(eval_step, platform=platform, in_shardings=(replicated, sharded),
                            out_shardings=(replicated, sharded))
-  return p_train, p_eval
+  return TrainStep(jitted, seed_key(config.seed, mesh)), p_eval
 
 
 # ---------------------------------------------------------------- evaluation

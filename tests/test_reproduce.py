@@ -48,11 +48,26 @@ def test_reproduce_trains_seeds_evaluates_both_protocols_and_reports(tmp_path):
   assert "paper (Table 3)" not in acm_table  # synthetic data: no published figure applies
   assert "Machine: CPU" in text and "configs/tiny.py" in text
   assert (tmp_path / "results" / "tiny_check_curve.png").stat().st_size > 1000
+  # The seeds shared the run's compilation cache: one train-step program for both seeds.
+  cached = os.listdir(tmp_path / "runs" / "jax_cache")
+  assert len([f for f in cached if f.startswith("jit_train_step-") and "atime" not in f]) == 1, cached
   # Re-running resumes: nothing is retrained, the section is replaced, not duplicated.
   trained = (tmp_path / "runs" / "seed_0" / "metrics.jsonl").read_text()
   reproduce(tmp_path / "runs", results)
   assert (tmp_path / "runs" / "seed_0" / "metrics.jsonl").read_text() == trained
   assert results.read_text().count("<!-- reproduce: tiny check -->") == 1
+
+
+def test_compilation_cache_goes_to_the_workdir_unless_the_user_chose_one(tmp_path, monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from eaau_jax import reproduce as rp  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jax.config, "update", lambda *a: updates.append(a))
+  updates = []
+  assert rp.use_compilation_cache("runs/x", {"JAX_COMPILATION_CACHE_DIR": "/c"}) is None
+  assert not updates  # JAX reads the user's variable itself
+  path = rp.use_compilation_cache(str(tmp_path / "runs"), {})
+  assert path == str(tmp_path / "runs" / "jax_cache")
+  assert updates == [("jax_compilation_cache_dir", path)]
 
 
 def test_results_table_puts_the_paper_and_released_weights_beside_the_runs():

@@ -437,6 +437,49 @@ def test_clear_errors_for_missing_and_incompatible_checkpoints(trained, tmp_path
                                  f"({tmp_path / 'empty'})")
 
 
+def _lowered_text(config, mesh):
+  """The programs JAX's persistent cache keys on: the initial state's and the train step's,
+  lowered (StableHLO), for ``config``'s model on 2 x 32 x 32 images."""
+  model = models.model_from_config(config.model)
+  key = train.key_data(config.seed)
+  init = jax.jit(train._initializer(config, model, 10))  # pylint: disable=protected-access
+  state = train.abstract_train_state(config, model, 10)
+  x = np.zeros((2, 32, 32, config.input.channels), np.float32)
+  batch = input_pipeline.to_global(mesh, {"image": x, "mask": x[..., :1]})
+  p_train, _ = train.compile_steps(config, mesh)
+  return (init.lower(jax.ShapeDtypeStruct(key.shape, key.dtype)).as_text(),
+          p_train.lower(state, batch).as_text())
+
+
+def test_another_seed_compiles_the_same_programs_with_its_own_values():
+  """The seed is an argument of the compiled initialiser and train step, not a constant in them:
+  their programs are the same for seeds 0 and 1 (so JAX's persistent cache serves a second seed),
+  while seed 1's initial values are those jax.random.key(1) gave as a constant (as before the
+  change) and a step's dropout differs between the seeds."""
+  mesh = input_pipeline.make_mesh()
+  configs = [tiny.get_config() for _ in range(2)]
+  configs[1].seed = 1
+  texts = [_lowered_text(c, mesh) for c in configs]
+  assert texts[0][0] == texts[1][0] and texts[0][1] == texts[1][1]
+  model = models.model_from_config(configs[1].model)
+  state = train.create_train_state(configs[1], model, 10, mesh)
+  x = np.zeros((1, 32, 32, configs[1].input.channels), np.float32)
+  ref = jax.jit(lambda x: model.init(jax.random.key(1), x))(x)["params"]
+  leaves = jax.tree_util.tree_leaves(state.params)
+  assert len(leaves) == len(jax.tree_util.tree_leaves(ref)) > 10
+  for a, b in zip(leaves, jax.tree_util.tree_leaves(ref)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  rng = np.random.default_rng(0)
+  batch = input_pipeline.to_global(mesh, {
+      "image": rng.normal(size=(2, 32, 32, 1)).astype(np.float32),
+      "mask": (rng.random((2, 32, 32, 1)) < 0.05).astype(np.float32)})
+  p_train = train.compile_steps(configs[1], mesh)[0]
+  copy = lambda: jax.tree_util.tree_map(lambda a: a.copy(), state)  # a step donates its state
+  losses = [float(p_train.jitted(copy(), batch, train.seed_key(c.seed, mesh))[1]["loss"])
+            for c in configs]  # one compiled step, each seed's dropout, the same state
+  assert losses[0] != losses[1]
+
+
 def test_divisibility_error_names_the_field(monkeypatch):
   monkeypatch.setattr(train.jax, "device_count", lambda: 3)
   config = tiny.get_config()

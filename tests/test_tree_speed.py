@@ -52,3 +52,15 @@ def test_restore_reads_a_checkpoint_the_first_tree_wrote_then_removes_it(tmp_pat
   median = [line for line in p.stdout.splitlines() if line.startswith(f"  {ROOT}: ")][0]
   assert float(median.split()[1]) > 0 and " s (rounds " in median
   assert not os.listdir(tmp_path)  # the checkpoint written for it is gone
+
+
+def test_reseed_times_a_second_seed_on_a_cache_the_first_filled_then_removes_it(tmp_path):
+  p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tree_speed.py"),
+                      "--config", "configs/tiny.py", "--trees", ROOT, "--task", "reseed",
+                      "--crop", "32", "--batch", "2", "--rounds", "1"], capture_output=True,
+                     text=True, cwd=ROOT, check=True, timeout=600,
+                     env=dict(os.environ, TMPDIR=str(tmp_path)))
+  assert "reseed (seconds, once in a fresh process)" in p.stdout, p.stdout + p.stderr[-3000:]
+  median = [line for line in p.stdout.splitlines() if line.startswith(f"  {ROOT}: ")][0]
+  assert float(median.split()[1]) > 0
+  assert not os.listdir(tmp_path)  # the round's cache is gone

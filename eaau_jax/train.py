@@ -172,6 +172,11 @@ def key_data(seed: int) -> np.ndarray:
   return np.asarray(jax.random.key_data(jax.random.key(seed)))
 
 
+def key_spec() -> jax.ShapeDtypeStruct:
+  """The shape and dtype of ``key_data``'s array, nothing computed (abstract states, lowering)."""
+  return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+
+
 def seed_key(seed: int, mesh) -> jax.Array:
   """``key_data(seed)`` replicated over ``mesh``: the initial state and the train step take the
   run's key as an argument, not as a constant compiled into them, so their programs are the same
@@ -187,9 +192,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, model: models.EAAUNe
   """``create_train_state``'s shapes and dtypes, nothing compiled or computed: the template a
   checkpoint is restored into (its values would be overwritten; compiling them took seconds). The
   restored state keeps the template's optimizer, whose schedule ``total_steps`` sets."""
-  key = key_data(0)
-  return jax.eval_shape(_initializer(config, model, total_steps),
-                        jax.ShapeDtypeStruct(key.shape, key.dtype))
+  return jax.eval_shape(_initializer(config, model, total_steps), key_spec())
 
 
 def _initializer(config: ml_collections.ConfigDict, model: models.EAAUNet, total_steps: int):

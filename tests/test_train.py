@@ -441,13 +441,12 @@ def _lowered_text(config, mesh):
   """The programs JAX's persistent cache keys on: the initial state's and the train step's,
   lowered (StableHLO), for ``config``'s model on 2 x 32 x 32 images."""
   model = models.model_from_config(config.model)
-  key = train.key_data(config.seed)
   init = jax.jit(train._initializer(config, model, 10))  # pylint: disable=protected-access
   state = train.abstract_train_state(config, model, 10)
   x = np.zeros((2, 32, 32, config.input.channels), np.float32)
   batch = input_pipeline.to_global(mesh, {"image": x, "mask": x[..., :1]})
   p_train, _ = train.compile_steps(config, mesh)
-  return (init.lower(jax.ShapeDtypeStruct(key.shape, key.dtype)).as_text(),
+  return (init.lower(train.key_spec()).as_text(),
           p_train.lower(state, batch).as_text())
 
 

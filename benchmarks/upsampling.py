@@ -12,13 +12,17 @@ variant and the ratios within this one run.
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from eaau_jax import losses, models
+import jax  # noqa: E402  (after the checkout is on the path)
+import jax.numpy as jnp  # noqa: E402
+
+from eaau_jax import losses, models  # noqa: E402
 
 
 def step_fn(model):

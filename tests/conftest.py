@@ -36,16 +36,3 @@ def sirst_dataset(tmp_path_factory):
   cfg.data_dir = str(tmp_path_factory.mktemp("tfds"))
   return cfg
 
-
-def pytest_collection_modifyitems(config, items):
-  """Under pytest-xdist (pytest.ini's `-n 2 --dist loadgroup`), the tests that share a
-  module-scoped fixture (a trained workdir, the multi-process runs: 40-170 s each to build) go to
-  one worker, so each is built once; every other test goes wherever a worker is free."""
-  del config
-  for item in items:
-    fixtures = getattr(item, "fixturenames", ())
-    for name in fixtures:
-      defs = item._fixtureinfo.name2fixturedefs.get(name)  # pylint: disable=protected-access
-      if defs and defs[-1].scope == "module":
-        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}::{name}"))
-        break

@@ -2,7 +2,7 @@
 # The CPU side of a session lent a GPU machine (issue 10, item 4; DEVELOPERS.md "A GPU, when one is
 # lent"): what that machine lacks, into ignored folders of the checkout that `run` carries.
 #
-#   bash benchmarks/gpu/prepare.sh [BEFORE]     # then: run(carry=[".whl", ".data"(, ".before")])
+#   bash benchmarks/gpu/prepare.sh [BEFORE [AFTER]]   # then run(carry=[".whl", ".data", ...])
 #
 #   .whl/     Python 3.12 manylinux wheels of what the GPU machine lacks (it has jax, flax, optax,
 #             orbax, torch; not tensorflow-datasets, array_record, clu, ml_collections, grain and
@@ -10,7 +10,8 @@
 #             array_record. tensorflow-datasets is 4.9.10, not 4.9.9: 4.9.9 fails on the machine's
 #             protobuf 7 (`FieldDescriptor.label`).
 #   .data/    SIRST built by tfds_sirst from ../shared/datasets/sirst (needs this venv's TensorFlow).
-#   .before/  with BEFORE (a commit): that commit's tree, for benchmarks/tree_speed.py --trees .before .
+#   .before/  with BEFORE (a commit): its tree, for tree_speed.py's A/B against this tree, or
+#   .after/   against AFTER's (e.g. `02dbdf8~1 02dbdf8`: that change alone). Carry them too.
 #
 # Carry is limited to 64 MiB in all: .whl is ~11 MB, .data ~32 MB, a tree ~2 MB.
 set -euo pipefail
@@ -32,7 +33,7 @@ if [ ! -d .data/sirst ]; then
 d = sirst.get_config().dataset; d.data_dir = '.data'; ip.prepare(d)"
 fi
 
-if [ -n "${1:-}" ]; then
-  rm -rf .before && mkdir .before && git archive "$1" | tar -x -C .before
-fi
-du -sh .whl .data ${1:+.before}
+rm -rf .before .after
+if [ -n "${1:-}" ]; then mkdir .before && git archive "$1" | tar -x -C .before; fi
+if [ -n "${2:-}" ]; then mkdir .after && git archive "$2" | tar -x -C .after; fi
+du -sh .whl .data ${1:+.before} ${2:+.after}

@@ -2,14 +2,19 @@
 # The device side: one `run` call on the GPU machine, from the repository root, with what
 # prepare.sh made carried. Everything it measures goes to $OUT (what comes back).
 #
-#   bash benchmarks/gpu/run.sh SEED [reproduction flags...]
+#   bash benchmarks/gpu/run.sh SEED [reproduction flags...]      (SEED -: no reproduction)
 #
 # 1. The paper reproduction's seed SEED (configs/sirst.py, SIRST idx_320, best val IoU under `acm`,
 #    reported on test; ~6 min on an H200 with its evaluation): $OUT/reproduce.log, the seed's
 #    reproduce.json and metrics.jsonl. Merge them into RESULTS.md by hand, naming the machine.
-# 2. With .before carried: the train step at 480², the before tree against this one
-#    (tree_speed.py, 3 rounds of 30 steps): $OUT/tree_speed.txt.
-# Extra flags go to the reproduction (e.g. --config.num_epochs=2 for a dry run on a CPU).
+# 2. The three upsampling layers' forward+backward at 480², batch 8 (benchmarks/upsampling.py:
+#    the paper's transposed conv as this project computes it, through XLA's ConvTranspose, and
+#    sub-pixel): $OUT/upsampling.txt.
+# 3. With .before carried: the train step at 480², that tree against .after (if carried) or this
+#    one (tree_speed.py, ROUNDS rounds (2) of 30 steps): $OUT/tree_speed.txt.
+# Extra flags go to the reproduction (e.g. --config.num_epochs=2 for a dry run on a CPU). All of it
+# takes ~9-10 min on an H200: give the call timeout_s=600 (what is in $OUT when it stops comes
+# back), and run the rest with SEED - if it stops in the speed parts.
 set -uo pipefail
 seed=${1:?usage: run.sh SEED [reproduction flags...]}
 shift
@@ -29,17 +34,23 @@ export PYTHONUNBUFFERED=1
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-work=/tmp/sirst_reproduce
-"$PY" -m eaau_jax.reproduce --config configs/sirst.py --only_seed "$seed" --workdir "$work" \
-  --config.dataset.data_dir=.data "$@" > "$OUT/reproduce.log" 2>&1
-echo "reproduction exit $?"
-tail -n 5 "$OUT/reproduce.log"
-cp "$work/seed_$seed/reproduce.json" "$OUT/" 2>/dev/null
-cp "$work/seed_$seed/metrics.jsonl" "$OUT/" 2>/dev/null
+if [ "$seed" != - ]; then
+  work=/tmp/sirst_reproduce
+  "$PY" -m eaau_jax.reproduce --config configs/sirst.py --only_seed "$seed" --workdir "$work" \
+    --config.dataset.data_dir=.data "$@" > "$OUT/reproduce.log" 2>&1
+  echo "reproduction exit $?"
+  tail -n 5 "$OUT/reproduce.log"
+  cp "$work/seed_$seed/reproduce.json" "$work/seed_$seed/metrics.jsonl" "$OUT/" 2>/dev/null
+fi
+
+# What the step's upsampling costs on this device (the CPU chose the 2x2 form, 02dbdf8).
+"$PY" benchmarks/upsampling.py --size 480 --batch 8 --repeats 7 > "$OUT/upsampling.txt" 2>&1
+tail -n 6 "$OUT/upsampling.txt"
 
 if [ -d .before ]; then
-  "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees .before . --task train \
-    --crop 480 --steps 30 --rounds 3 > "$OUT/tree_speed.txt" 2>&1
+  after=.; [ -d .after ] && after=.after
+  "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees .before "$after" --task train \
+    --crop 480 --steps 30 --rounds "${ROUNDS:-2}" > "$OUT/tree_speed.txt" 2>&1
   tail -n 8 "$OUT/tree_speed.txt"
 fi
 ls "$OUT"

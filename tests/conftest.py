@@ -35,4 +35,3 @@ def sirst_dataset(tmp_path_factory):
   cfg.manual_dir = SIRST
   cfg.data_dir = str(tmp_path_factory.mktemp("tfds"))
   return cfg
-

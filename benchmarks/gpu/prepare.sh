@@ -13,7 +13,7 @@
 #   .before/  with BEFORE (a commit): its tree, for tree_speed.py's A/B against this tree, or
 #   .after/   against AFTER's (e.g. `02dbdf8~1 02dbdf8`: that change alone). Carry them too.
 #
-# Carry is limited to 64 MiB in all: .whl is ~11 MB, .data ~32 MB, a tree ~2 MB.
+# Carry is limited to 64 MiB in all: .whl is ~11 MB, .data ~32 MB, a tree ~3 MB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}

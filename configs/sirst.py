@@ -73,7 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
   m.sa_groups = 4  # shuffle-attention groups; 2 * groups must divide every width
   m.reduction = 4  # BAA reduction ratio r (ACM's 4)
   # transpose: the paper's 4x4 stride-2 transposed conv, computed as one conv + depth-to-space
-  # (exact; benchmarks/upsampling.py) | transpose_xla (the same layer through nn.ConvTranspose) |
+  # (exact; a 2x2 conv on the CPU, a 3x3 one elsewhere: the faster where measured,
+  # benchmarks/upsampling.py) | transpose_2x2, transpose_3x3 (the same, one form everywhere) |
+  # transpose_xla (the same layer through nn.ConvTranspose) |
   # subpixel (a 3x3 conv + depth-to-space, a superset of the layer with more parameters).
   m.upsampling = "transpose"
   m.head_dropout = 0.1

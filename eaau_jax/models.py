@@ -269,44 +269,82 @@ class SubPixelUpsample(nn.Module):
 # out[2m+1] = K[1] x[m] + K[3] x[m+1]. A 2-tap convolution over x padded by one on each side gives
 # z[s] = A[0] x[s-1] + A[1] x[s] for s = 0..H, so phase p is z[m + p] with A = K[PHASE_TAPS[p]].
 PHASE_TAPS = np.array([[0, 2], [1, 3]])
+# The same as one 3-tap window centred on x[m]: PHASE_TAPS_3[d, p, k] = 1 where input offset
+# d - 1 of phase p uses kernel tap k (the other taps of a phase are zero).
+PHASE_TAPS_3 = np.zeros((3, 2, 4), np.float32)
+PHASE_TAPS_3[0, 0, 0] = PHASE_TAPS_3[1, 0, 2] = PHASE_TAPS_3[1, 1, 1] = PHASE_TAPS_3[2, 1, 3] = 1
+
+
+def _conv(x, w, padding):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def transposed_conv_2x2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The 4x4 stride-2 transposed conv as one 2x2 conv to the four phases + depth-to-space."""
+  cin, cout = kernel.shape[2:]
+  rows = PHASE_TAPS.T[:, ::-1]  # rows[a, r]: the 4x4 tap of window position a in phase 1 - r
+  w2 = kernel[rows[:, None, :, None], rows[None, :, None, :]]  # (a, b, r, s, in, out)
+  w2 = w2.transpose(0, 1, 4, 2, 3, 5).reshape(2, 2, cin, 4 * cout)
+  # Padded explicitly: with the padding in the convolution, XLA's CPU kernel gradient becomes a
+  # reversed-window convolution that it computes ~20x slower.
+  z = _conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), w2, "VALID")
+  # Phase p of output row m is z's row m + p; with the phases stored in reverse order (r = 1 - p)
+  # depth-to-space puts it at row 2m + p + 1, so the output is the interleaved grid less its
+  # first and last row and column.
+  return depth_to_space(z, cout)[:, 1:-1, 1:-1]
+
+
+def transposed_conv_3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The same as one 3x3 conv (5 zero taps a phase: 9/4 the multiplications) + depth-to-space."""
+  cin, cout = kernel.shape[2:]
+  taps = jnp.asarray(PHASE_TAPS_3, kernel.dtype)
+  w3 = jnp.einsum("apk,bql,klio->abipqo", taps, taps, kernel).reshape(3, 3, cin, 4 * cout)
+  return depth_to_space(_conv(x, w3, ((1, 1), (1, 1))), cout)
+
+
+def transposed_conv_window(backend: str) -> int:
+  """The faster of the two exact forms on ``backend``, as measured (BENCHMARKS.md).
+
+  On the 2-core CPU the 2x2 form trained 1.05x faster at 256² (fewer multiplications); on an H200
+  it trained 0.91x as fast at 480² (198 against 217 images/s, the padding and the cropped
+  depth-to-space cost more there than the zero taps). TPUs are not measured: they get the 3x3.
+  """
+  return 2 if backend == "cpu" else 3
 
 
 class TransposedConvUpsample(nn.Module):
-  """The paper's 4x4 stride-2 transposed convolution, computed exactly as a 2x2 convolution to its
-  four output phases + depth-to-space.
+  """The paper's 4x4 stride-2 transposed convolution, computed exactly as a convolution to its four
+  output phases + depth-to-space (XLA's transposed conv is far slower on the CPU and 1.5x slower
+  on an H200: benchmarks/upsampling.py).
 
   Each output phase is a 2x2 sub-kernel of the 4x4 kernel over a 2x2 input window, one pixel
-  further on for the odd rows (columns), so one 2x2 convolution of the input padded by one pixel
-  holds all four. (XLA's CPU transposed conv is far slower: benchmarks/upsampling.py. Until
-  2026-11-27 a 3x3 convolution holding the four windows did it: 9/4 the multiplications, 1.05x
-  slower training at 256 x 256 on the 2-core CPU, BENCHMARKS.md.) The parameter is the 4x4 kernel,
-  shape (4, 4, in, out) as ``nn.ConvTranspose``'s, so checkpoints of either load in both.
+  further on for the odd rows (columns): one 2x2 convolution of the input padded by a pixel holds
+  all four, and so does one 3x3 convolution with zeros at the other taps. ``window`` picks the
+  form (None: ``transposed_conv_window`` of the default backend). The parameter is the 4x4 kernel,
+  shape (4, 4, in, out) as ``nn.ConvTranspose``'s, so checkpoints of any form load in all.
   """
   features: int
+  window: Optional[int] = None
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features))
-    rows = PHASE_TAPS.T[:, ::-1]  # rows[a, r]: the 4x4 tap of window position a in phase 1 - r
-    w2 = kernel[rows[:, None, :, None], rows[None, :, None, :]]  # (a, b, r, s, in, out)
-    w2 = w2.transpose(0, 1, 4, 2, 3, 5).reshape(2, 2, x.shape[-1], 4 * self.features)
-    # Padded explicitly: with the padding in the convolution, XLA's CPU kernel gradient becomes a
-    # reversed-window convolution that it computes ~20x slower.
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    z = jax.lax.conv_general_dilated(xp, w2, (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    # Phase p of output row m is z's row m + p; with the phases stored in reverse order (r = 1 - p)
-    # depth-to-space puts it at row 2m + p + 1, so the output is the interleaved grid less its
-    # first and last row and column.
-    return depth_to_space(z, self.features)[:, 1:-1, 1:-1]
+    window = self.window if self.window is not None else transposed_conv_window(
+        jax.default_backend())
+    if window not in (2, 3):
+      raise ConfigError(f"TransposedConvUpsample.window: {window!r}; expected 2, 3 or None")
+    return (transposed_conv_2x2 if window == 2 else transposed_conv_3x3)(x, kernel)
 
 
-UPSAMPLINGS = ("transpose", "transpose_xla", "subpixel")
+UPSAMPLINGS = ("transpose", "transpose_2x2", "transpose_3x3", "transpose_xla", "subpixel")
 
 
 def upsampler(kind: str, features: int, name: str) -> nn.Module:
-  if kind == "transpose":
-    return TransposedConvUpsample(features, name=name)
+  # transpose: the faster exact form on this backend; _2x2 / _3x3: that form on every backend.
+  windows = {"transpose": None, "transpose_2x2": 2, "transpose_3x3": 3}
+  if kind in windows:
+    return TransposedConvUpsample(features, windows[kind], name=name)
   if kind == "transpose_xla":  # the same layer through XLA's transposed convolution
     return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
                             kernel_init=conv_init, name=name)
@@ -341,8 +379,9 @@ class EAAUNet(nn.Module):
     sa_groups: shuffle-attention groups G; every width must be divisible by 2G.
     reduction: BAA/BLAM/TGAM reduction ratio r.
     upsampling: a key of ``UPSAMPLINGS``: ``transpose`` (the paper's 4x4 stride-2 transposed conv,
-      computed as conv + depth-to-space), ``transpose_xla`` (the same through ``nn.ConvTranspose``),
-      ``subpixel`` (a 3x3 conv + depth-to-space).
+      computed as conv + depth-to-space in the backend's faster form), ``transpose_2x2`` /
+      ``transpose_3x3`` (the same in one form), ``transpose_xla`` (the same through
+      ``nn.ConvTranspose``), ``subpixel`` (a 3x3 conv + depth-to-space).
     head_dropout: dropout before the 1x1 classifier (0.1 as ACM's FCN head).
 
   Call: ``(x, train, valid)``: x (N, H, W, C) of any H, W; ``valid`` (N, H, W, 1) marks the real

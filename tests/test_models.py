@@ -195,12 +195,16 @@ def test_residual_block_matches_numpy(strides, cin, cout):
   np.testing.assert_allclose(got, np.maximum(short + y, 0), RTOL, 1e-4)
 
 
+PHASE_FORMS = ("transpose_2x2", "transpose_3x3", "transpose")
+
+
+@pytest.mark.parametrize("kind", PHASE_FORMS)
 @pytest.mark.parametrize("shape,cout", [((2, 5, 7, 3), 4), ((1, 8, 8, 16), 8), ((1, 1, 1, 2), 2)])
-def test_transposed_conv_as_conv_and_depth_to_space_equals_conv_transpose(shape, cout):
+def test_transposed_conv_as_conv_and_depth_to_space_equals_conv_transpose(shape, cout, kind):
   """The paper's layer computed by phases equals nn.ConvTranspose, same parameter shape."""
   x = jax.random.normal(jax.random.key(0), shape)
   xla = models.upsampler("transpose_xla", cout, "t")
-  phases = models.upsampler("transpose", cout, "t")
+  phases = models.upsampler(kind, cout, "t")
   vx, vp = xla.init(jax.random.key(1), x), phases.init(jax.random.key(1), x)
   assert jax.tree_util.tree_map(jnp.shape, vx) == jax.tree_util.tree_map(jnp.shape, vp)
   kernel = {"params": {"kernel": jax.random.normal(jax.random.key(2), (4, 4, shape[-1], cout))}}
@@ -209,25 +213,36 @@ def test_transposed_conv_as_conv_and_depth_to_space_equals_conv_transpose(shape,
   np.testing.assert_allclose(phases.apply(kernel, x), want, rtol=1e-5, atol=1e-5)
 
 
-def test_transposed_conv_gradients_equal_conv_transpose_and_compile_to_2x2_windows():
-  """The phase form's kernel and input gradients equal nn.ConvTranspose's; compiled, its
-  convolutions have 2x2 windows (each phase's 4 taps, no zero ones) and, on the CPU, the kernel
-  gradient no reversed window (the form XLA's CPU computes ~20x slower)."""
+@pytest.mark.parametrize("kind", PHASE_FORMS)
+def test_transposed_conv_gradients_equal_conv_transpose_and_compile_to_its_windows(kind):
+  """Each phase form's kernel and input gradients equal nn.ConvTranspose's; compiled, its
+  convolutions have the form's window (2x2: each phase's 4 taps, no zero ones; `transpose`: the
+  backend's form) and the 2x2 form's kernel gradient, on the CPU, no reversed window (the form
+  XLA's CPU computes ~20x slower)."""
   x = jax.random.normal(jax.random.key(0), (2, 6, 5, 3))
   kernel = jax.random.normal(jax.random.key(1), (4, 4, 3, 4))
   ct = jax.random.normal(jax.random.key(2), (2, 12, 10, 4))
   loss = lambda kind: lambda k, x: jnp.sum(
       models.upsampler(kind, 4, "t").apply({"params": {"kernel": k}}, x) * ct)
   want = jax.grad(loss("transpose_xla"), argnums=(0, 1))(kernel, x)
-  grad = jax.jit(jax.grad(loss("transpose"), argnums=(0, 1)))
+  grad = jax.jit(jax.grad(loss(kind), argnums=(0, 1)))
   for g, w in zip(grad(kernel, x), want):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
   hlo = grad.lower(kernel, x).compile().as_text()
   windows = re.findall(r" convolution\(.*window=\{size=([\dx]+)", hlo)
+  n = models.transposed_conv_window(jax.default_backend()) if kind == "transpose" else int(kind[-1])
   # The input gradient's window is the layer's; the kernel gradient's spans the input.
-  assert "2x2" in windows and "3x3" not in windows, windows
-  if jax.default_backend() == "cpu":
+  assert f"{n}x{n}" in windows and f"{5 - n}x{5 - n}" not in windows, windows
+  if n == 2 and jax.default_backend() == "cpu":
     assert "rhs_reversal" not in hlo
+
+
+def test_transposed_conv_form_by_backend():
+  """The 2x2 form where it measured faster (the CPU), the 3x3 one elsewhere (H200: BENCHMARKS.md)."""
+  assert [models.transposed_conv_window(b) for b in ("cpu", "gpu", "cuda", "tpu")] == [2, 3, 3, 3]
+  x = jnp.ones((1, 4, 4, 2))
+  with pytest.raises(models.ConfigError, match="TransposedConvUpsample.window: 4"):
+    models.TransposedConvUpsample(2, window=4).init(jax.random.key(0), x)
 
 
 def test_whole_model_same_with_either_transposed_conv():

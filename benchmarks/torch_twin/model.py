@@ -215,9 +215,10 @@ class SubPixelUpsample(nn.Module):
 
 
 def upsampler(kind: str, cin: int, features: int) -> nn.Module:
-  """``transpose`` and ``transpose_xla`` are the same layer in the JAX model: PyTorch's own 4x4
-  stride-2 transposed conv (padding 1 gives Flax's "SAME" output, 2H x 2W)."""
-  if kind in ("transpose", "transpose_xla"):
+  """``transpose`` and its forms (``transpose_2x2``, ``_3x3``, ``_xla``) are the same layer in the
+  JAX model: PyTorch's own 4x4 stride-2 transposed conv (padding 1 gives Flax's "SAME" output,
+  2H x 2W)."""
+  if kind in ("transpose", "transpose_2x2", "transpose_3x3", "transpose_xla"):
     up = nn.ConvTranspose2d(cin, features, 4, stride=2, padding=1, bias=False)
     nn.init.normal_(up.weight, std=math.sqrt(2.0 / (16 * cin)))  # He over the JAX kernel's fan-in
     return up

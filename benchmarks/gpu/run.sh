@@ -7,8 +7,8 @@
 # 1. The paper reproduction's seed SEED (configs/sirst.py, SIRST idx_320, best val IoU under `acm`,
 #    reported on test; ~6 min on an H200 with its evaluation): $OUT/reproduce.log, the seed's
 #    reproduce.json and metrics.jsonl. Merge them into RESULTS.md by hand, naming the machine.
-# 2. The three upsampling layers' forward+backward at 480², batch 8 (benchmarks/upsampling.py:
-#    the paper's transposed conv as this project computes it, through XLA's ConvTranspose, and
+# 2. The upsampling layers' forward+backward at 480², batch 8 (benchmarks/upsampling.py: the
+#    paper's transposed conv in its 2x2 and 3x3 phase forms, through XLA's ConvTranspose, and
 #    sub-pixel): $OUT/upsampling.txt.
 # 3. With .before carried: the train step at 480², that tree against .after (if carried) or this
 #    one (tree_speed.py, ROUNDS rounds (2) of 30 steps): $OUT/tree_speed.txt.
@@ -43,7 +43,8 @@ if [ "$seed" != - ]; then
   cp "$work/seed_$seed/reproduce.json" "$work/seed_$seed/metrics.jsonl" "$OUT/" 2>/dev/null
 fi
 
-# What the step's upsampling costs on this device (the CPU chose the 2x2 form, 02dbdf8).
+# What the step's upsampling costs on this device (`transpose` is the 3x3 form off the CPU:
+# the 2x2 one trained 0.91x as fast on an H200, BENCHMARKS.md 2026-11-28).
 "$PY" benchmarks/upsampling.py --size 480 --batch 8 --repeats 7 > "$OUT/upsampling.txt" 2>&1
 tail -n 6 "$OUT/upsampling.txt"
 

@@ -306,17 +306,17 @@ def transposed_conv_3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def transposed_conv_window(backend: str) -> int:
   """The faster of the two exact forms on ``backend``, as measured (BENCHMARKS.md).
 
-  On the 2-core CPU the 2x2 form trained 1.05x faster at 256² (fewer multiplications); on an H200
-  it trained 0.91x as fast at 480² (198 against 217 images/s, the padding and the cropped
-  depth-to-space cost more there than the zero taps). TPUs are not measured: they get the 3x3.
+  On the 2-core CPUs the 2x2 form is faster (training 1.05x at 256² with AVX-512, forward +
+  backward 1.06x with AVX2: 4/9 the multiplications); on an H200 it trained 0.91x as fast at 480²
+  (196-198 against 214-217 images/s; why was not traced). TPUs are not measured: they get the 3x3.
   """
   return 2 if backend == "cpu" else 3
 
 
 class TransposedConvUpsample(nn.Module):
   """The paper's 4x4 stride-2 transposed convolution, computed exactly as a convolution to its four
-  output phases + depth-to-space (XLA's transposed conv is far slower on the CPU and 1.5x slower
-  on an H200: benchmarks/upsampling.py).
+  output phases + depth-to-space (the network through XLA's transposed conv is 1.2-1.4x slower on
+  the 2-core CPUs, 1.6x on an H200: benchmarks/upsampling.py).
 
   Each output phase is a 2x2 sub-kernel of the 4x4 kernel over a 2x2 input window, one pixel
   further on for the odd rows (columns): one 2x2 convolution of the input padded by a pixel holds

@@ -36,6 +36,9 @@ export PYTHONUNBUFFERED=1
   "$PY" -c "import sys, jax, flax; print(sys.version.split()[0], jax.__version__, flax.__version__, jax.devices())"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
+# Each part's end, seconds since the start, also in $OUT/machine.txt: what a session can budget.
+part() { echo "$1 done at ${SECONDS} s" | tee -a "$OUT/machine.txt"; }
+part setup
 
 if [ "$seed" != - ]; then
   work=/tmp/sirst_reproduce
@@ -44,20 +47,24 @@ if [ "$seed" != - ]; then
   echo "reproduction exit $?"
   tail -n 5 "$OUT/reproduce.log"
   cp "$work/seed_$seed/reproduce.json" "$work/seed_$seed/metrics.jsonl" "$OUT/" 2>/dev/null
+  part reproduction
 fi
 
 # What the step's upsampling costs on this device (`transpose` is the 3x3 form off the CPU:
 # the 2x2 one trained 0.91x as fast on an H200, BENCHMARKS.md 2026-11-28).
 "$PY" benchmarks/upsampling.py --size 480 --batch 8 --repeats 7 > "$OUT/upsampling.txt" 2>&1
 tail -n 6 "$OUT/upsampling.txt"
+part upsampling
 
 if [ -d .before ]; then
   after=.; [ -d .after ] && after=.after
   "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees .before "$after" --task train \
     --crop 480 --steps 30 --rounds "${ROUNDS:-2}" > "$OUT/tree_speed.txt" 2>&1
   tail -n 8 "$OUT/tree_speed.txt"
+  part tree_speed
 fi
 "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees . --task init --rounds 2 \
   > "$OUT/init.txt" 2>&1
 tail -n 3 "$OUT/init.txt"
+part init
 ls "$OUT"

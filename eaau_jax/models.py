@@ -337,14 +337,14 @@ class TransposedConvUpsample(nn.Module):
     return (transposed_conv_2x2 if window == 2 else transposed_conv_3x3)(x, kernel)
 
 
-UPSAMPLINGS = ("transpose", "transpose_2x2", "transpose_3x3", "transpose_xla", "subpixel")
+# transpose: the faster exact form on this backend; _2x2 / _3x3: that form on every backend.
+TRANSPOSE_WINDOWS = {"transpose": None, "transpose_2x2": 2, "transpose_3x3": 3}
+UPSAMPLINGS = (*TRANSPOSE_WINDOWS, "transpose_xla", "subpixel")
 
 
 def upsampler(kind: str, features: int, name: str) -> nn.Module:
-  # transpose: the faster exact form on this backend; _2x2 / _3x3: that form on every backend.
-  windows = {"transpose": None, "transpose_2x2": 2, "transpose_3x3": 3}
-  if kind in windows:
-    return TransposedConvUpsample(features, windows[kind], name=name)
+  if kind in TRANSPOSE_WINDOWS:
+    return TransposedConvUpsample(features, TRANSPOSE_WINDOWS[kind], name=name)
   if kind == "transpose_xla":  # the same layer through XLA's transposed convolution
     return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
                             kernel_init=conv_init, name=name)

@@ -30,7 +30,10 @@ def _model_differences(a: dict, b: dict) -> list[str]:
 
 
 def restore(checkpoint: str, mesh, config: Optional[ml_collections.ConfigDict] = None):
-  """(state, checkpoint config, meta, step) of a checkpoint; ``config``'s model must match it."""
+  """(state, checkpoint config, meta, step) of a checkpoint; ``config``'s model must match it.
+  The state computes in ``config``'s compute dtype where one is given (a bf16-trained checkpoint
+  evaluated in float32, or the reverse), else in the checkpoint's: the weights are float32 in both,
+  the dtype is how the step computes, not what it restores."""
   manager, step = checkpoints.locate(checkpoint)
   meta = checkpoints.read_meta(manager, step)
   ckpt_config = checkpoints.upgrade_config(meta["config"])
@@ -46,6 +49,8 @@ def restore(checkpoint: str, mesh, config: Optional[ml_collections.ConfigDict] =
   model = models.model_from_config(ckpt_config.model)
   template = train.abstract_train_state(ckpt_config, model)
   state = checkpoints.restore_state(manager, step, template, mesh)
+  if config is not None:
+    state = state.replace(apply_fn=train.model_apply(config, model))
   logging.info("Restored %s/%d (%d params)", manager.directory, step, meta["num_params"])
   return state, ckpt_config, meta, step
 
@@ -106,7 +111,8 @@ def _write_report(report: dict, curves: dict, stem: str):
     f.write(f"# {report['dataset']} / {report['split']}, {report['protocol']} protocol: "
             f"{report['checkpoint']}\n\n| metric | value |\n|---|---:|\n{rows}\n\n"
             f"{int(result['images'])} images, {result['targets']} targets, evaluated "
-            f"{report['protocol_text']}; inference timed on {report['device']}.\n\n"
+            f"{report['protocol_text']}; computed in {report.get('compute_dtype', 'float32')}, "
+            f"inference timed on {report['device']}.\n\n"
             f"![PR and ROC]({os.path.basename(stem)}_curves.png)\n")
   _plot_curves(curves, result, stem + "_curves.png")
 
@@ -147,7 +153,8 @@ def run_eval(checkpoint: str, split: Optional[str], output_dir: Optional[str],
               "split_folder": config.dataset.get("split_folder"), "split": split,
               "protocol": protocol,
               "protocol_text": PROTOCOL_TEXT[protocol].format(base=config.input.base_size),
-              "device": jax.devices()[0].device_kind, "metrics": result,
+              "device": jax.devices()[0].device_kind,
+              "compute_dtype": config.get("compute_dtype", "float32"), "metrics": result,
               "metric_definitions": metrics.__doc__.split("``SegmentationMetrics")[0]}
     stem = os.path.join(output_dir, f"eval_{split}_{protocol}")
     _write_report(report, curves, stem)

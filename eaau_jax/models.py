@@ -53,6 +53,19 @@ def masked_mean(x: jax.Array, valid: Optional[jax.Array], axis=(1, 2)) -> jax.Ar
   return ((x * valid).sum(axis=axis, keepdims=True, dtype=acc) / count).astype(x.dtype)
 
 
+def broadcast_like(v: jax.Array, x: jax.Array) -> jax.Array:
+  """``v`` broadcast to ``x``'s shape (numpy's rules), in ``x``'s dtype: a gate, statistic or
+  per-channel parameter applied to a feature map.
+
+  The values are plain broadcasting's; the point is the gradient. ``v``'s gradient is a sum of
+  ``x``-shaped values over the broadcast axes, and JAX sums in the broadcast's dtype: in bfloat16
+  (config.compute_dtype) a running sum stops growing near 256, so over H x W pixels it keeps a
+  fraction of the true value (tests/test_mixed_precision.py). Broadcast in float32 and cast after,
+  and that sum accumulates in float32; XLA fuses the casts. In float32 it is a plain broadcast."""
+  acc = jnp.promote_types(v.dtype, jnp.float32)
+  return jnp.broadcast_to(v.astype(acc), x.shape).astype(x.dtype)
+
+
 def batch_norm(train: bool, name: Optional[str] = None, **kw) -> nn.BatchNorm:
   # No axis_name: under jit with the batch sharded (train.py) the statistics are already global.
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
@@ -132,20 +145,29 @@ class ShuffleAttention(nn.Module):
     sw = self.param("sweight", nn.initializers.zeros, (half,))
     sb = self.param("sbias", nn.initializers.ones, (half,))
 
+    # Every per-sample statistic and per-channel parameter meets the map through broadcast_like:
+    # its gradient sums over the pixels in float32 whatever the compute dtype.
     pooled = masked_mean(x_channel, v)
-    x_channel = x_channel * nn.sigmoid(cw * pooled + cb)
+    gate = nn.sigmoid(broadcast_like(cw, pooled) * pooled + broadcast_like(cb, pooled))
+    x_channel = x_channel * broadcast_like(gate, x_channel)
 
     mean = masked_mean(x_spatial, v)
-    var = masked_mean(jnp.square(x_spatial - mean), v)
-    normed = (x_spatial - mean) * jax.lax.rsqrt(var + self.epsilon)
-    x_spatial = x_spatial * nn.sigmoid(sw * normed + sb)  # zero where x_spatial is
+    var = masked_mean(jnp.square(x_spatial - broadcast_like(mean, x_spatial)), v)
+    normed = ((x_spatial - broadcast_like(mean, x_spatial))
+              * broadcast_like(jax.lax.rsqrt(var + self.epsilon), x_spatial))
+    gate = nn.sigmoid(broadcast_like(sw, normed) * normed + broadcast_like(sb, normed))
+    x_spatial = x_spatial * gate  # zero where x_spatial is
 
     out = jnp.concatenate([x_channel, x_spatial], axis=-1).reshape(n, h, w, c)
     return channel_shuffle(out, 2)
 
 
 class BottomUpGlobalAttention(nn.Module):
-  """BAA: G(X) = sigmoid(BN(W2 relu(BN(W1 GAP(X))))), shape (N, 1, 1, C), broadcast over H, W."""
+  """BAA: G(X) = sigmoid(BN(W2 relu(BN(W1 GAP(X))))), one value per sample and channel, returned
+  broadcast over H, W (``x``'s shape and dtype: broadcast_like).
+
+  The gate computes in float32 at least whatever the compute dtype: it is (N, 1, 1, C), and its
+  convs' bias gradients sum over the batch (over every pixel in BLAM's local form)."""
   reduction: int = 4
   pool = True  # a class constant: BottomUpLocalAttention is the same gate without the pooling
 
@@ -153,10 +175,12 @@ class BottomUpGlobalAttention(nn.Module):
   def __call__(self, x, train: bool, valid=None):
     c = x.shape[-1]
     g = masked_mean(x, valid) if self.pool else x
-    g = nn.Conv(max(c // self.reduction, 1), (1, 1), kernel_init=conv_init)(g)
+    conv = functools.partial(nn.Conv, kernel_size=(1, 1), kernel_init=conv_init,
+                             dtype=jnp.promote_types(x.dtype, jnp.float32))
+    g = conv(max(c // self.reduction, 1))(g)
     g = nn.relu(batch_norm(train)(g))
-    g = nn.Conv(c, (1, 1), kernel_init=conv_init)(g)
-    return nn.sigmoid(batch_norm(train)(g))
+    g = conv(c)(g)
+    return broadcast_like(nn.sigmoid(batch_norm(train)(g)), x)
 
 
 class BottomUpLocalAttention(BottomUpGlobalAttention):
@@ -428,7 +452,8 @@ class EAAUNet(nn.Module):
                 name="head_conv")(x)
     x = nn.relu(batch_norm(train, name="head_bn")(x))
     x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
-    x = nn.Conv(1, (1, 1), name="head_out")(x)
+    # In float32 at least whatever the compute dtype: its bias's gradient sums over every pixel.
+    x = nn.Conv(1, (1, 1), dtype=jnp.promote_types(x.dtype, jnp.float32), name="head_out")(x)
     return x[:, :h, :w, :]
 
 

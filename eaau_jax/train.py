@@ -150,9 +150,19 @@ class MixedPrecisionApply:
 
 def model_apply(config: ml_collections.ConfigDict, model) -> Callable:
   """The apply function of the train and eval steps: ``model.apply`` itself in float32 (the
-  default), ``MixedPrecisionApply`` for ``config.compute_dtype = "bfloat16"``."""
+  default), ``MixedPrecisionApply`` for ``config.compute_dtype = "bfloat16"``, which only the
+  EAAU-Net supports: its gates and per-channel parameters meet the maps through
+  models.broadcast_like, so its gradients sum in float32; the baselines' biases and gates would sum
+  theirs in bfloat16 (a sum that stops growing near 256), so they refuse it."""
   dtype = compute_dtype(config)
-  return model.apply if dtype == jnp.float32 else MixedPrecisionApply(model.apply, dtype)
+  if dtype == jnp.float32:
+    return model.apply
+  if not isinstance(model, models.EAAUNet):
+    raise ConfigError(
+        f"{config.compute_dtype!r} compute is supported for the EAAU-Net only, not "
+        f"{config.model.get('name')!r}: its gradients would sum in bfloat16", "config.compute_dtype",
+        "leave compute_dtype at 'float32' for the baselines")
+  return MixedPrecisionApply(model.apply, dtype)
 
 
 # ---------------------------------------------------------------- state

@@ -5,14 +5,16 @@ One train step of configs/tiny.py's model (b = 1, widths 8/16/16) on a batch of 
 compute dtype, computed once for the module (each is a compilation).
 """
 
+import importlib
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import tiny
-from eaau_jax import checkpoints, input_pipeline, models, train
+from eaau_jax import checkpoints, evaluate, input_pipeline, models, train
 from eaau_jax.errors import ConfigError
 
 SHAPE = (4, 32, 32, 1)
@@ -94,13 +96,20 @@ def test_bfloat16_step_keeps_float32_state(runs):
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_bfloat16_computes_in_bfloat16(runs, masked):
-  """Every convolution of the bf16 forward takes and gives bf16, with a padding mask too
-  (nothing promotes back to float32 inside); the logits come out float32."""
+  """Every convolution of the bf16 forward on a feature map takes and gives bf16, with a padding
+  mask too (nothing promotes back to float32 inside); only BAA's gate (1 x 1 maps, N x 1 x 1 x C)
+  and the head's 1-channel output conv compute in float32, by design (models.py: their bias
+  gradients sum over pixels); the logits come out float32."""
   state, x = runs["bfloat16"].init, np.zeros(SHAPE, np.float32)
   valid = np.ones(SHAPE, np.float32) if masked else None
   jaxpr = str(jax.make_jaxpr(train.predict_logits)(state, x, valid))
   convs = [line for line in jaxpr.splitlines() if "conv_general_dilated[" in line]
-  assert len(convs) >= 10 and all(":bf16[" in line for line in convs), convs[:3]
+  f32 = [line for line in convs if ":bf16[" not in line]
+  assert len(convs) - len(f32) >= 10
+  n = SHAPE[0]
+  gate, head = f":f32[{n},1,1,", f":f32[{n},{SHAPE[1]},{SHAPE[2]},1]"
+  assert f32 and all(gate in line or head in line for line in f32), f32
+  assert sum(head in line for line in f32) == 1
   assert jax.eval_shape(train.predict_logits, state, x, valid).dtype == np.float32
 
 
@@ -144,3 +153,109 @@ def test_unknown_compute_dtype_names_the_field(bad):
                              input_pipeline.make_mesh())
   assert e.value.where == "config.compute_dtype" and repr(bad) in e.value.what
   assert "bfloat16" in e.value.what and "float32" in e.value.what
+
+
+def test_restore_computes_in_the_given_config_s_dtype(runs, tmp_path):
+  """A bf16-trained checkpoint evaluated with a float32 config (``--mode=eval --config ...
+  --config.compute_dtype=float32``) computes in float32: the logits of the float32 state with the
+  same weights, bit for bit; without a config it computes in the checkpoint's bf16."""
+  mesh = input_pipeline.make_mesh()
+  config = _config("bfloat16")
+  state = jax.device_put(runs["bfloat16"].init)  # the same initial weights as float32's
+  ckpt = checkpoints.Checkpoints(str(tmp_path), keep=1)
+  ckpt.save(0, state, {"config": config.to_dict(), "mean": 0.0, "std": 1.0, "num_params": 1})
+  ckpt.close()
+  x = np.random.default_rng(3).normal(size=SHAPE).astype(np.float32)
+  forward = jax.jit(train.predict_logits)
+  own, _, _, _ = evaluate.restore(str(tmp_path), mesh)
+  as32, ckpt_config, _, _ = evaluate.restore(str(tmp_path), mesh, _config("float32"))
+  assert ckpt_config.compute_dtype == "bfloat16"
+  assert isinstance(own.apply_fn, train.MixedPrecisionApply)
+  np.testing.assert_array_equal(np.asarray(forward(as32, x)),
+                                np.asarray(forward(jax.device_put(runs["float32"].init), x)))
+  assert 0 < _rel_err(np.asarray(forward(own, x)), np.asarray(forward(as32, x))) < LOGITS_TOL
+
+
+# ---------------------------------------------------------------- sums in float32
+def _bf16_sums(hlo: str) -> list[str]:
+  """The reductions of a lowered program that add in bfloat16 (a bf16 accumulator)."""
+  return [line for line in hlo.splitlines() if "stablehlo.reduce(" in line
+          and "applies stablehlo.add" in line and ", tensor<bf16>)" in line]
+
+
+@pytest.mark.parametrize("fusion", sorted(models.FUSIONS))
+def test_bfloat16_train_step_sums_in_float32(fusion):
+  """No sum of the bf16 train step accumulates in bf16, for every fusion. JAX's gradient of a
+  broadcast (a gate or per-channel parameter applied to a feature map) sums in the broadcast's
+  dtype, and a bf16 running sum stops growing near 256: before models.broadcast_like the step had
+  55 such sums over H x W (or N x H x W) pixels, in ShuffleAttention, the fusions' gates and the
+  head's bias."""
+  config = _config("bfloat16")
+  config.model.fusion = fusion
+  mesh = input_pipeline.make_mesh()
+  model = models.model_from_config(config.model)
+  state = train.abstract_train_state(config, model, 10)
+  p_train, _ = train.compile_steps(config, mesh)
+  image = jax.ShapeDtypeStruct(SHAPE, np.float32)
+  hlo = p_train.lower(state, {"image": image, "mask": image}).as_text()
+  assert "bf16" in hlo  # it computes in bf16
+  assert _bf16_sums(hlo) == []
+
+
+def test_bf16_sums_finds_a_bfloat16_sum():
+  """The check above finds what it looks for: a plain bf16 broadcast's gradient."""
+  x = jnp.ones((4, 8, 8, 2), jnp.bfloat16)
+  hlo = jax.jit(jax.grad(lambda v: jnp.sum((v * x).astype(jnp.float32)))).lower(
+      jnp.ones((2,), jnp.bfloat16)).as_text()
+  assert len(_bf16_sums(hlo)) >= 1
+
+
+def test_broadcast_like_sums_its_gradient_in_float32():
+  """broadcast_like's values are broadcasting's; its gradient over 8 x 64 x 64 pixels of 0.01 is
+  327.68 to bf16 rounding (a bf16 running sum would stop near 256)."""
+  x = jnp.full((8, 64, 64, 3), 0.01, jnp.bfloat16)
+  v = jnp.asarray([1.0, 2.0, -0.5], jnp.bfloat16)
+  out = models.broadcast_like(v, x)
+  assert out.dtype == jnp.bfloat16 and out.shape == x.shape
+  np.testing.assert_array_equal(np.asarray(out, np.float32),
+                                np.broadcast_to(np.asarray(v, np.float32), x.shape))
+  grad = jax.grad(lambda v: jnp.sum((models.broadcast_like(v, x) * x).astype(jnp.float32)))(v)
+  exact = 8 * 64 * 64 * float(np.asarray(x[0, 0, 0, 0], np.float32))
+  np.testing.assert_allclose(np.asarray(grad, np.float32), exact, rtol=1e-2)
+
+
+def test_shuffle_attention_bfloat16_gradients_match_float32():
+  """ShuffleAttention's parameter and input gradients in bf16 (params and input cast, as
+  MixedPrecisionApply does) within 3% of float32's, on positive maps of 8 x 32 x 32 where every
+  term of the parameters' sums has one sign (where bf16 sums lose the most)."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0.5, 1.5, size=(8, 32, 32, 16)).astype(np.float32)
+  w = rng.uniform(0.5, 1.5, size=x.shape).astype(np.float32)  # the loss's weights: dL/dout
+  sa = models.ShuffleAttention(groups=2)
+  params = sa.init(jax.random.key(0), x)["params"]
+  params = jax.tree_util.tree_map(lambda p: p + 0.3, params)  # away from the zero init
+
+  def grads(dtype):
+    def loss(p, x):
+      cast = lambda a: a.astype(dtype)
+      out = sa.apply({"params": jax.tree_util.tree_map(cast, p)}, cast(x))
+      return jnp.sum(out.astype(jnp.float32) * w) * 1e-3
+    return jax.grad(loss, argnums=(0, 1))(params, x)
+
+  (p32, x32), (p16, x16) = grads(jnp.float32), grads(jnp.bfloat16)
+  for name in p32:
+    np.testing.assert_allclose(np.asarray(p16[name], np.float32), p32[name], rtol=3e-2,
+                               err_msg=name)
+  assert _rel_err(np.asarray(x16, np.float32), np.asarray(x32)) < 3e-2
+
+
+@pytest.mark.parametrize("name", ["acm_unet", "unet"])
+def test_baselines_refuse_bfloat16_naming_the_field(name):
+  """The baselines' conv biases and gates would sum their gradients in bf16 (they do not go
+  through models.broadcast_like): a bf16 config is refused before anything is built."""
+  config = importlib.import_module(f"configs.{name}").get_config()
+  config.compute_dtype = "bfloat16"
+  model = models.model_from_config(config.model)
+  with pytest.raises(ConfigError, match=r"config\.compute_dtype") as e:
+    train.abstract_train_state(config, model)
+  assert name in e.value.what and "EAAU-Net" in e.value.what

@@ -113,8 +113,11 @@ def test_bottom_up_global_attention_matches_numpy(xy, train):
   stats = randomize(v["batch_stats"], jax.random.key(3), 0.1, 2.0)
   got = baa.apply({"params": params, "batch_stats": stats}, x, train=train,
                   mutable=["batch_stats"])[0]
-  assert got.shape == (2, 1, 1, 16)
-  np.testing.assert_allclose(got, np_baa(x, params, None if train else stats), RTOL, ATOL)
+  # One value per sample and channel (2, 1, 1, 16), returned broadcast over H, W (x's shape).
+  assert got.shape == x.shape and x.shape[0] == 2 and x.shape[-1] == 16
+  want = np_baa(x, params, None if train else stats)
+  assert want.shape == (2, 1, 1, 16)
+  np.testing.assert_allclose(got, np.broadcast_to(want, x.shape), RTOL, ATOL)
 
 
 def test_eaa_is_sa_x_plus_gate_times_sa_y(xy):

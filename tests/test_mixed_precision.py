@@ -187,9 +187,9 @@ def _bf16_sums(hlo: str) -> list[str]:
 def test_bfloat16_train_step_sums_in_float32(fusion):
   """No sum of the bf16 train step accumulates in bf16, for every fusion. JAX's gradient of a
   broadcast (a gate or per-channel parameter applied to a feature map) sums in the broadcast's
-  dtype, and a bf16 running sum stops growing near 256: before models.broadcast_like the step had
-  55 such sums over H x W (or N x H x W) pixels, in ShuffleAttention, the fusions' gates and the
-  head's bias."""
+  dtype, and a bf16 running sum stops growing near 256: before models.broadcast_like configs/sirst.py's
+  step had 55 such sums over H x W (or N x H x W) pixels, in ShuffleAttention, the fusions' gates
+  and the head's bias."""
   config = _config("bfloat16")
   config.model.fusion = fusion
   mesh = input_pipeline.make_mesh()

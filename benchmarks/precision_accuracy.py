@@ -2,10 +2,12 @@
 
 The issue keeps bf16 compute (config.compute_dtype = "bfloat16": float32 params, optimizer state,
 BatchNorm statistics and loss) only with unchanged accuracy on the synthetic run. Each (seed,
-training dtype) trains a config (default: configs/synthetic.py, the embedded default) in a fresh
-subprocess, keeps its best checkpoint on val as training does, and evaluates that checkpoint on
-the test split twice: computing in float32 and in bfloat16. So a loss is placed on the training or
-on the inference, and a GPU run could train in bf16 yet validate and test in float32.
+training dtype) trains a config (default: configs/synthetic.py, the embedded default) with
+``main.py``, which keeps its best checkpoint on val, and evaluates that checkpoint on the test
+split twice with ``main.py --mode eval``: computing in float32 and in bfloat16. So a loss is placed
+on the training or on the inference, and a GPU run could train in bf16 yet validate and test in
+float32. ``--set KEY=VALUE`` reaches main.py as ``--config.KEY=VALUE``; each process's output is
+in its run folder (train.log, eval_<dtype>.log).
 
 A seed gives both dtypes the same initial params (float32 in both) and the same batches, so each
 seed is a pair: the table prints the per-seed difference and its mean, beside each dtype's mean.
@@ -30,52 +32,45 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # runs from a clean clone without installing the project
 
 DTYPES = ("float32", "bfloat16")
+MAIN = os.path.join(ROOT, "main.py")
 
 
-def load_config(path: str, overrides: list):
-  """The config file's get_config() with ``key=value`` overrides (values parsed as JSON, else
-  strings), e.g. ``num_epochs=16``."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("precision_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for item in overrides:
-    key, _, value = item.partition("=")
-    try:
-      parsed = json.loads(value)
-    except json.JSONDecodeError:
-      parsed = value
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise SystemExit(f"--set {item}: the config has no field {key!r}")
-    node[leaf] = parsed
-  return config
+def main_py(args, mode: str, run_dir: str, dtype: str, overrides: list, log: str, *extra):
+  """Runs ``main.py --mode MODE`` on ``args.config`` computing in ``dtype``, with ``--config.KEY=
+  VALUE`` for each override (parsed by config_flags, as for any main.py run), its output in
+  ``log``; a failure raises with the log's tail."""
+  cmd = [sys.executable, MAIN, f"--mode={mode}", f"--config={args.config}",
+         f"--workdir={run_dir}", f"--config.compute_dtype={dtype}", *extra]
+  cmd += [f"--config.{o}" for o in overrides]
+  with open(log, "w") as f:
+    done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+  if done.returncode:
+    with open(log) as f:
+      tail = "".join(f.readlines()[-15:])
+    raise SystemExit(f"{' '.join(cmd)}\nfailed (exit {done.returncode}); end of {log}:\n{tail}")
 
 
-def worker(args) -> dict:
-  """Trains one (seed, dtype) in ``args.run_dir`` and evaluates its best checkpoint on test in
-  each dtype; writes and returns the record."""
-  from eaau_jax import evaluate, reproduce, train  # pylint: disable=g-import-not-at-top
-  config = reproduce.seed_config(load_config(args.config, args.set), args.seed)
-  config.compute_dtype = args.dtype
+def train_and_test(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
+  """Trains one (seed, training dtype) in ``run_dir`` through main.py and evaluates its best
+  checkpoint on test computing in each dtype (main.py --mode eval); writes and returns the
+  record. ``train_seconds`` is the training process's wall time, start-up included."""
+  from eaau_jax import reproduce  # pylint: disable=g-import-not-at-top
+  os.makedirs(run_dir, exist_ok=True)
+  overrides = [f"seed={seed}"] + overrides
   t0 = time.time()
-  train.train_and_evaluate(config, args.run_dir)
-  record = {"seed": args.seed, "train_dtype": args.dtype, "train_seconds": time.time() - t0,
-            "curve": reproduce.validation_curve(args.run_dir), "test": {}}
-  protocol = config.eval.protocol
-  for dtype in DTYPES:
-    config.compute_dtype = dtype
-    reports = evaluate.run_eval(args.run_dir, config.dataset.test_split,
-                                os.path.join(args.run_dir, f"eval_{dtype}"), config=config,
-                                protocols=[protocol])
-    record["test"][dtype] = reports[protocol]["metrics"]
-    record["checkpoint"] = reports[protocol]["checkpoint"]
-  record["protocol"] = protocol
-  with open(os.path.join(args.run_dir, "precision.json"), "w") as f:
+  main_py(args, "train", run_dir, dtype, overrides, os.path.join(run_dir, "train.log"))
+  record = {"seed": seed, "train_dtype": dtype, "train_seconds": time.time() - t0,
+            "curve": reproduce.validation_curve(run_dir), "test": {}}
+  for ev in DTYPES:
+    out = os.path.join(run_dir, f"eval_{ev}")
+    main_py(args, "eval", run_dir, ev, overrides, out + ".log", f"--output={out}")
+    (report,) = [os.path.join(out, n) for n in os.listdir(out)
+                 if n.startswith("eval_") and n.endswith(".json")]
+    with open(report) as f:
+      report = json.load(f)
+    record["test"][ev] = report["metrics"]
+    record["checkpoint"], record["protocol"] = report["checkpoint"], report["protocol"]
+  with open(os.path.join(run_dir, "precision.json"), "w") as f:
     json.dump(record, f, indent=1)
   return record
 
@@ -101,10 +96,7 @@ def run_all(args) -> dict:
       path = os.path.join(run_dir, "precision.json")
       if not os.path.exists(path):
         print(f"training seed {seed}, {label} -> {run_dir}", flush=True)
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--seed", str(seed),
-               "--dtype", dtype, "--run-dir", run_dir, "--config", args.config]
-        cmd += [f"--set={s}" for s in args.set + extra]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        train_and_test(args, seed, dtype, args.set + extra, run_dir)
       with open(path) as f:
         records[(label, seed)] = json.load(f)
   return records
@@ -144,30 +136,23 @@ def table(records: dict, seeds: list, labels: list) -> str:
   return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--config", default=os.path.join(ROOT, "configs", "synthetic.py"))
   ap.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds")
   ap.add_argument("--workdir", help="one folder per (arm, seed); required")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                  help="config override, e.g. num_epochs=16 (repeatable)")
+                  help="config override, given to main.py as --config.KEY=VALUE, e.g. "
+                       "num_epochs=16 (repeatable)")
   ap.add_argument("--control", metavar="KEY=VALUE",
                   help="a float32 arm with this override, which changes float rounding only, "
                        "e.g. model.upsampling=transpose_3x3 (the same function, another form)")
   ap.add_argument("--arms", default="float32,bfloat16,control",
                   help="which arms to run and report, of float32, bfloat16, control")
-  ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-  ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
-  ap.add_argument("--dtype", choices=DTYPES, help=argparse.SUPPRESS)
-  ap.add_argument("--run-dir", help=argparse.SUPPRESS)
-  args = ap.parse_args()
-  if args.worker:
-    from absl import logging  # pylint: disable=g-import-not-at-top
-    logging.set_verbosity(logging.WARNING)
-    worker(args)
-    return
+  args = ap.parse_args(argv)
   if not args.workdir:
     ap.error("--workdir is required")
+  args.config = os.path.abspath(args.config)  # main.py runs in the checkout's root
   args.seeds = [int(s) for s in args.seeds.split(",")]
   args.arms = args.arms.split(",")
   t0 = time.time()

@@ -1,0 +1,67 @@
+"""benchmarks/precision_accuracy.py: each arm trains and tests through main.py with its overrides
+as --config.KEY=VALUE, a finished run is read back rather than trained again, a bad override
+fails naming its field, and the table pairs each arm with float32 seed by seed."""
+
+import json
+import os
+
+import pytest
+
+from benchmarks import precision_accuracy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny.py")
+
+
+def test_one_arm_trains_and_tests_in_both_dtypes_through_main_py(tmp_path, capsys):
+  # One bucket shape (every tiny image padded to 128): one eval compilation per process.
+  argv = ["--config", TINY, "--workdir", str(tmp_path), "--seeds", "3", "--arms", "control",
+          "--set", "num_epochs=1", "--set", "input.eval_pad_multiple=128",
+          "--control", "model.upsampling=transpose_3x3"]
+  precision_accuracy.main(argv)
+  run = tmp_path / "control" / "seed_3"
+  with open(run / "hparams.json") as f:
+    hparams = json.load(f)
+  # The seed, the arm's dtype, --set and --control all reached the training run's config.
+  assert hparams["seed"] == 3 and hparams["num_epochs"] == 1
+  assert hparams["input"]["eval_pad_multiple"] == 128
+  assert hparams["compute_dtype"] == "float32"
+  assert hparams["model"]["upsampling"] == "transpose_3x3"
+  with open(run / "precision.json") as f:
+    record = json.load(f)
+  assert record["seed"] == 3 and record["train_dtype"] == "float32"
+  assert record["curve"][-1][0] == 4  # one epoch: 16 train images at batch 4
+  for dtype in precision_accuracy.DTYPES:
+    with open(run / f"eval_{dtype}" / "eval_test_native.json") as f:
+      report = json.load(f)
+    assert report["compute_dtype"] == dtype and report["split"] == "test"
+    assert record["test"][dtype] == report["metrics"]
+    assert record["checkpoint"] == report["checkpoint"] and str(run) in report["checkpoint"]
+  out = capsys.readouterr().out
+  assert "| control | float32 |" in out and "| control | bfloat16 |" in out
+  # The same command reads the finished run back: nothing trains again.
+  mtime = os.path.getmtime(run / "precision.json")
+  precision_accuracy.main(argv)
+  assert "training seed" not in capsys.readouterr().out
+  assert os.path.getmtime(run / "precision.json") == mtime
+
+
+def test_a_bad_override_fails_naming_the_field(tmp_path):
+  with pytest.raises(SystemExit, match="no_such_field"):
+    precision_accuracy.main(["--config", TINY, "--workdir", str(tmp_path), "--seeds", "0",
+                             "--arms", "float32", "--set", "no_such_field=1"])
+
+
+def _record(iou: float) -> dict:
+  metrics = {"iou": iou, "niou": iou}
+  return {"test": {"float32": metrics, "bfloat16": metrics}, "curve": [[0, 0.1], [8, iou]],
+          "train_seconds": 10.0}
+
+
+def test_the_table_pairs_each_arm_with_float32_by_seed():
+  records = {("float32", 0): _record(0.30), ("float32", 1): _record(0.20),
+             ("bfloat16", 0): _record(0.25), ("bfloat16", 1): _record(0.22)}
+  text = precision_accuracy.table(records, [0, 1], ["float32", "bfloat16"])
+  # Seed 0: 0.25 - 0.30 = -0.05; seed 1: 0.22 - 0.20 = +0.02; mean -0.015, mean absolute 0.035.
+  assert "| bfloat16 | -0.0500, +0.0200 | -0.0150 ± 0.0495 | 0.0350 |" in text
+  assert "| float32 | float32 | 0.3000, 0.2000 | 0.2500 ± 0.0707 |" in text

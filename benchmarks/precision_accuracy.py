@@ -14,7 +14,10 @@ seed is a pair: the table prints the per-seed difference and its mean, beside ea
 But two runs of one seed drift apart from any difference in rounding (training is chaotic), so
 ``--control`` adds a third arm: float32 with a change that moves only float rounding (e.g. the
 transposed conv in its other exact form); its distance from float32 is what "unchanged" can mean.
-Finished runs are kept (``<workdir>/<arm>/seed_<s>/precision.json``): the same command resumes.
+Finished runs are kept (``<workdir>/<arm>/seed_<s>/``: trained.json, precision.json): the same
+command resumes. ``--test-set KEY=VALUE`` evaluates the trained runs again with an override for
+the test only (e.g. a larger synthetic test split: the generator's examples are a function of
+the index, so 480 images include the default 48), into precision_<override>.json.
 
   python benchmarks/precision_accuracy.py --seeds 0,1,2 --workdir /tmp/precision \\
       --set num_epochs=16 --control model.upsampling=transpose_3x3
@@ -23,6 +26,7 @@ Finished runs are kept (``<workdir>/<arm>/seed_<s>/precision.json``): the same c
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -50,27 +54,46 @@ def main_py(args, mode: str, run_dir: str, dtype: str, overrides: list, log: str
     raise SystemExit(f"{' '.join(cmd)}\nfailed (exit {done.returncode}); end of {log}:\n{tail}")
 
 
-def train_and_test(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
-  """Trains one (seed, training dtype) in ``run_dir`` through main.py and evaluates its best
-  checkpoint on test computing in each dtype (main.py --mode eval); writes and returns the
-  record. ``train_seconds`` is the training process's wall time, start-up included."""
+def test_tag(test_set: list) -> str:
+  """The suffix naming a set of test-only overrides in file names ("" for none)."""
+  return "".join("_" + re.sub(r"[^\w.-]+", "-", o) for o in test_set)
+
+
+def train(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
+  """Trains one (seed, training dtype) in ``run_dir`` through main.py unless ``trained.json``
+  says it did; returns that record. ``train_seconds``: the process's wall time, start-up
+  included."""
   from eaau_jax import reproduce  # pylint: disable=g-import-not-at-top
-  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, "trained.json")
+  if not os.path.exists(path):
+    print(f"training seed {seed}, {dtype} -> {run_dir}", flush=True)
+    os.makedirs(run_dir, exist_ok=True)
+    t0 = time.time()
+    main_py(args, "train", run_dir, dtype, overrides, os.path.join(run_dir, "train.log"))
+    with open(path, "w") as f:
+      json.dump({"seed": seed, "train_dtype": dtype, "train_seconds": time.time() - t0,
+                 "curve": reproduce.validation_curve(run_dir)}, f, indent=1)
+  with open(path) as f:
+    return json.load(f)
+
+
+def train_and_test(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
+  """The trained run's best checkpoint evaluated on test computing in each dtype (main.py --mode
+  eval, with ``args.test_set`` on top of the training overrides), as one record, written to
+  ``precision<tag>.json`` and returned."""
   overrides = [f"seed={seed}"] + overrides
-  t0 = time.time()
-  main_py(args, "train", run_dir, dtype, overrides, os.path.join(run_dir, "train.log"))
-  record = {"seed": seed, "train_dtype": dtype, "train_seconds": time.time() - t0,
-            "curve": reproduce.validation_curve(run_dir), "test": {}}
+  record = train(args, seed, dtype, overrides, run_dir)
+  record.update(test={}, test_set=args.test_set)
   for ev in DTYPES:
-    out = os.path.join(run_dir, f"eval_{ev}")
-    main_py(args, "eval", run_dir, ev, overrides, out + ".log", f"--output={out}")
+    out = os.path.join(run_dir, f"eval{test_tag(args.test_set)}_{ev}")
+    main_py(args, "eval", run_dir, ev, overrides + args.test_set, out + ".log", f"--output={out}")
     (report,) = [os.path.join(out, n) for n in os.listdir(out)
                  if n.startswith("eval_") and n.endswith(".json")]
     with open(report) as f:
       report = json.load(f)
     record["test"][ev] = report["metrics"]
     record["checkpoint"], record["protocol"] = report["checkpoint"], report["protocol"]
-  with open(os.path.join(run_dir, "precision.json"), "w") as f:
+  with open(os.path.join(run_dir, f"precision{test_tag(args.test_set)}.json"), "w") as f:
     json.dump(record, f, indent=1)
   return record
 
@@ -93,9 +116,8 @@ def run_all(args) -> dict:
     todo = arms(args)
     for label, dtype, extra in (todo if i % 2 == 0 else todo[::-1]):
       run_dir = os.path.join(os.path.abspath(args.workdir), label, f"seed_{seed}")
-      path = os.path.join(run_dir, "precision.json")
+      path = os.path.join(run_dir, f"precision{test_tag(args.test_set)}.json")
       if not os.path.exists(path):
-        print(f"training seed {seed}, {label} -> {run_dir}", flush=True)
         train_and_test(args, seed, dtype, args.set + extra, run_dir)
       with open(path) as f:
         records[(label, seed)] = json.load(f)
@@ -147,6 +169,10 @@ def main(argv=None):
   ap.add_argument("--control", metavar="KEY=VALUE",
                   help="a float32 arm with this override, which changes float rounding only, "
                        "e.g. model.upsampling=transpose_3x3 (the same function, another form)")
+  ap.add_argument("--test-set", action="append", default=[], metavar="KEY=VALUE",
+                  help="an override for the test evaluations only, e.g. "
+                       "dataset.synthetic.num_test=480 (a larger sample from the same generator); "
+                       "trained runs are evaluated again, not trained again (repeatable)")
   ap.add_argument("--arms", default="float32,bfloat16,control",
                   help="which arms to run and report, of float32, bfloat16, control")
   args = ap.parse_args(argv)
@@ -159,8 +185,10 @@ def main(argv=None):
   records = run_all(args)
   first = next(iter(records.values()))
   control = f"; control: float32 with {args.control}" if args.control else ""
+  tested = f" with {' '.join(args.test_set)}" if args.test_set else ""
   print(f"\n{args.config} {' '.join(args.set)}, seeds {args.seeds}, best-on-val checkpoint, test "
-        f"split, {first['protocol']} protocol, threshold 0 logit{control}; "
+        f"split{tested} ({first['test']['float32']['images']:.0f} images), {first['protocol']} "
+        f"protocol, threshold 0 logit{control}; "
         f"{time.time() - t0:.0f} s\n")
   print(table(records, args.seeds, [a[0] for a in arms(args)]))
 

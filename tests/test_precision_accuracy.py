@@ -1,6 +1,7 @@
 """benchmarks/precision_accuracy.py: each arm trains and tests through main.py with its overrides
-as --config.KEY=VALUE, a finished run is read back rather than trained again, a bad override
-fails naming its field, and the table pairs each arm with float32 seed by seed."""
+as --config.KEY=VALUE, a trained run is evaluated again (not trained) for a test-only override
+and a finished one read back, a bad override fails naming its field, and the table pairs each
+arm with float32 seed by seed."""
 
 import json
 import os
@@ -39,11 +40,25 @@ def test_one_arm_trains_and_tests_in_both_dtypes_through_main_py(tmp_path, capsy
     assert record["checkpoint"] == report["checkpoint"] and str(run) in report["checkpoint"]
   out = capsys.readouterr().out
   assert "| control | float32 |" in out and "| control | bfloat16 |" in out
-  # The same command reads the finished run back: nothing trains again.
-  mtime = os.path.getmtime(run / "precision.json")
-  precision_accuracy.main(argv)
-  assert "training seed" not in capsys.readouterr().out
-  assert os.path.getmtime(run / "precision.json") == mtime
+  assert "(8 images)" in out
+  # A test-only override: the trained run is evaluated again on 12 test images, not trained again,
+  # into a record of its own beside the first.
+  trained = [os.path.getmtime(run / n) for n in ("train.log", "trained.json", "precision.json")]
+  precision_accuracy.main(argv + ["--test-set", "dataset.synthetic.num_test=12"])
+  out = capsys.readouterr().out
+  assert "training seed" not in out and "(12 images)" in out
+  assert [os.path.getmtime(run / n) for n in ("train.log", "trained.json", "precision.json")] \
+      == trained
+  with open(run / "precision_dataset.synthetic.num_test-12.json") as f:
+    larger = json.load(f)
+  assert larger["test_set"] == ["dataset.synthetic.num_test=12"]
+  assert larger["checkpoint"] == record["checkpoint"] and larger["curve"] == record["curve"]
+  assert {larger["test"][d]["images"] for d in precision_accuracy.DTYPES} == {12}
+  # The same command again reads both back: nothing runs.
+  mtime = os.path.getmtime(run / "precision_dataset.synthetic.num_test-12.json")
+  precision_accuracy.main(argv + ["--test-set", "dataset.synthetic.num_test=12"])
+  assert "(12 images)" in capsys.readouterr().out
+  assert os.path.getmtime(run / "precision_dataset.synthetic.num_test-12.json") == mtime
 
 
 def test_a_bad_override_fails_naming_the_field(tmp_path):

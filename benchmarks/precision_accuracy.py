@@ -78,13 +78,13 @@ def train(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
 
 
 def train_and_test(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
-  """The trained run's best checkpoint evaluated on test computing in each dtype (main.py --mode
-  eval, with ``args.test_set`` on top of the training overrides), as one record, written to
-  ``precision<tag>.json`` and returned."""
+  """The trained run's best checkpoint evaluated on test computing in each of ``--test-dtypes``
+  (main.py --mode eval, with ``args.test_set`` on top of the training overrides), as one record,
+  written to ``precision<tag>.json`` and returned."""
   overrides = [f"seed={seed}"] + overrides
   record = train(args, seed, dtype, overrides, run_dir)
   record.update(test={}, test_set=args.test_set)
-  for ev in DTYPES:
+  for ev in args.test_dtypes:
     out = os.path.join(run_dir, f"eval{test_tag(args.test_set)}_{ev}")
     main_py(args, "eval", run_dir, ev, overrides + args.test_set, out + ".log", f"--output={out}")
     (report,) = [os.path.join(out, n) for n in os.listdir(out)
@@ -117,10 +117,13 @@ def run_all(args) -> dict:
     for label, dtype, extra in (todo if i % 2 == 0 else todo[::-1]):
       run_dir = os.path.join(os.path.abspath(args.workdir), label, f"seed_{seed}")
       path = os.path.join(run_dir, f"precision{test_tag(args.test_set)}.json")
-      if not os.path.exists(path):
-        train_and_test(args, seed, dtype, args.set + extra, run_dir)
-      with open(path) as f:
-        records[(label, seed)] = json.load(f)
+      record = None
+      if os.path.exists(path):
+        with open(path) as f:
+          record = json.load(f)
+      if record is None or not set(args.test_dtypes) <= set(record["test"]):
+        record = train_and_test(args, seed, dtype, args.set + extra, run_dir)
+      records[(label, seed)] = record
   return records
 
 
@@ -138,7 +141,7 @@ def table(records: dict, seeds: list, labels: list) -> str:
            "|---|---|---|---|---|---:|---|---:|"]
   for label in labels:
     rs = [records[(label, s)] for s in seeds]
-    for ev in DTYPES:
+    for ev in [d for d in DTYPES if d in rs[0]["test"]]:
       ious = [r["test"][ev]["iou"] for r in rs]
       nious = [r["test"][ev]["niou"] for r in rs]
       best = statistics.fmean(max(c[1] for c in r["curve"]) for r in rs)
@@ -173,6 +176,8 @@ def main(argv=None):
                   help="an override for the test evaluations only, e.g. "
                        "dataset.synthetic.num_test=480 (a larger sample from the same generator); "
                        "trained runs are evaluated again, not trained again (repeatable)")
+  ap.add_argument("--test-dtypes", default=",".join(DTYPES),
+                  help="what the test evaluations compute in, of float32, bfloat16")
   ap.add_argument("--arms", default="float32,bfloat16,control",
                   help="which arms to run and report, of float32, bfloat16, control")
   args = ap.parse_args(argv)
@@ -181,6 +186,9 @@ def main(argv=None):
   args.config = os.path.abspath(args.config)  # main.py runs in the checkout's root
   args.seeds = [int(s) for s in args.seeds.split(",")]
   args.arms = args.arms.split(",")
+  args.test_dtypes = args.test_dtypes.split(",")
+  if not set(args.test_dtypes) <= set(DTYPES) or "float32" not in args.test_dtypes:
+    ap.error(f"--test-dtypes {','.join(args.test_dtypes)}: float32 and optionally bfloat16")
   t0 = time.time()
   records = run_all(args)
   first = next(iter(records.values()))

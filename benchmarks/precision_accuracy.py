@@ -54,7 +54,7 @@ def main_py(args, mode: str, run_dir: str, dtype: str, overrides: list, log: str
     raise SystemExit(f"{' '.join(cmd)}\nfailed (exit {done.returncode}); end of {log}:\n{tail}")
 
 
-def test_tag(test_set: list) -> str:
+def eval_tag(test_set: list) -> str:
   """The suffix naming a set of test-only overrides in file names ("" for none)."""
   return "".join("_" + re.sub(r"[^\w.-]+", "-", o) for o in test_set)
 
@@ -85,7 +85,7 @@ def train_and_test(args, seed: int, dtype: str, overrides: list, run_dir: str) -
   record = train(args, seed, dtype, overrides, run_dir)
   record.update(test={}, test_set=args.test_set)
   for ev in args.test_dtypes:
-    out = os.path.join(run_dir, f"eval{test_tag(args.test_set)}_{ev}")
+    out = os.path.join(run_dir, f"eval{eval_tag(args.test_set)}_{ev}")
     main_py(args, "eval", run_dir, ev, overrides + args.test_set, out + ".log", f"--output={out}")
     (report,) = [os.path.join(out, n) for n in os.listdir(out)
                  if n.startswith("eval_") and n.endswith(".json")]
@@ -93,7 +93,7 @@ def train_and_test(args, seed: int, dtype: str, overrides: list, run_dir: str) -
       report = json.load(f)
     record["test"][ev] = report["metrics"]
     record["checkpoint"], record["protocol"] = report["checkpoint"], report["protocol"]
-  with open(os.path.join(run_dir, f"precision{test_tag(args.test_set)}.json"), "w") as f:
+  with open(os.path.join(run_dir, f"precision{eval_tag(args.test_set)}.json"), "w") as f:
     json.dump(record, f, indent=1)
   return record
 
@@ -116,7 +116,7 @@ def run_all(args) -> dict:
     todo = arms(args)
     for label, dtype, extra in (todo if i % 2 == 0 else todo[::-1]):
       run_dir = os.path.join(os.path.abspath(args.workdir), label, f"seed_{seed}")
-      path = os.path.join(run_dir, f"precision{test_tag(args.test_set)}.json")
+      path = os.path.join(run_dir, f"precision{eval_tag(args.test_set)}.json")
       record = None
       if os.path.exists(path):
         with open(path) as f:

@@ -186,6 +186,9 @@ def main(argv=None):
   args.config = os.path.abspath(args.config)  # main.py runs in the checkout's root
   args.seeds = [int(s) for s in args.seeds.split(",")]
   args.arms = args.arms.split(",")
+  if not arms(args):
+    ap.error(f"--arms {','.join(args.arms)}: none of float32, bfloat16, control (control needs "
+             "--control)")
   args.test_dtypes = args.test_dtypes.split(",")
   if not set(args.test_dtypes) <= set(DTYPES) or "float32" not in args.test_dtypes:
     ap.error(f"--test-dtypes {','.join(args.test_dtypes)}: float32 and optionally bfloat16")

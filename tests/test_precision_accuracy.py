@@ -72,6 +72,13 @@ def test_a_bad_override_fails_naming_the_field(tmp_path):
                              "--arms", "float32", "--set", "no_such_field=1"])
 
 
+def test_no_arm_to_run_is_refused(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    precision_accuracy.main(["--workdir", str(tmp_path), "--arms", "control"])
+  assert "control needs --control" in capsys.readouterr().err
+  assert not os.listdir(tmp_path)
+
+
 def _record(iou: float) -> dict:
   metrics = {"iou": iou, "niou": iou}
   return {"test": {"float32": metrics, "bfloat16": metrics}, "curve": [[0, 0.1], [8, iou]],

@@ -61,29 +61,32 @@ def eval_tag(test_set: list) -> str:
 
 def train(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
   """Trains one (seed, training dtype) in ``run_dir`` through main.py unless ``trained.json``
-  says it did; returns that record. ``train_seconds``: the process's wall time, start-up
-  included."""
+  says it did; returns that record. A run trained otherwise (another config, dtype or overrides)
+  is refused, not reused. ``train_seconds``: the process's wall time, start-up included."""
   from eaau_jax import reproduce  # pylint: disable=g-import-not-at-top
   path = os.path.join(run_dir, "trained.json")
+  how = {"config": args.config, "train_dtype": dtype, "overrides": overrides}
   if not os.path.exists(path):
     print(f"training seed {seed}, {dtype} -> {run_dir}", flush=True)
     os.makedirs(run_dir, exist_ok=True)
     t0 = time.time()
     main_py(args, "train", run_dir, dtype, overrides, os.path.join(run_dir, "train.log"))
     with open(path, "w") as f:
-      json.dump({"seed": seed, "train_dtype": dtype, "train_seconds": time.time() - t0,
+      json.dump({"seed": seed, **how, "train_seconds": time.time() - t0,
                  "curve": reproduce.validation_curve(run_dir)}, f, indent=1)
   with open(path) as f:
-    return json.load(f)
+    record = json.load(f)
+  trained_as = {k: record.get(k) for k in how}
+  if trained_as != how:
+    raise SystemExit(f"{run_dir} was trained as {trained_as}, not {how}: use another --workdir")
+  return record
 
 
-def train_and_test(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
+def evaluate_on_test(args, trained: dict, overrides: list, run_dir: str) -> dict:
   """The trained run's best checkpoint evaluated on test computing in each of ``--test-dtypes``
-  (main.py --mode eval, with ``args.test_set`` on top of the training overrides), as one record,
-  written to ``precision<tag>.json`` and returned."""
-  overrides = [f"seed={seed}"] + overrides
-  record = train(args, seed, dtype, overrides, run_dir)
-  record.update(test={}, test_set=args.test_set)
+  (main.py --mode eval, with ``args.test_set`` on top of the training overrides): the training
+  record with the test metrics, written to ``precision<tag>.json`` and returned."""
+  record = {**trained, "test": {}, "test_set": args.test_set}
   for ev in args.test_dtypes:
     out = os.path.join(run_dir, f"eval{eval_tag(args.test_set)}_{ev}")
     main_py(args, "eval", run_dir, ev, overrides + args.test_set, out + ".log", f"--output={out}")
@@ -110,19 +113,21 @@ def arms(args) -> list[tuple[str, str, list]]:
 
 def run_all(args) -> dict:
   """Each seed's runs in fresh subprocesses (arm order reversed every other seed); {(arm, seed):
-  record}, finished ones read back."""
+  record}, finished ones read back (trained.json checked against this command)."""
   records = {}
   for i, seed in enumerate(args.seeds):
     todo = arms(args)
     for label, dtype, extra in (todo if i % 2 == 0 else todo[::-1]):
       run_dir = os.path.join(os.path.abspath(args.workdir), label, f"seed_{seed}")
+      overrides = [f"seed={seed}"] + args.set + extra
+      trained = train(args, seed, dtype, overrides, run_dir)
       path = os.path.join(run_dir, f"precision{eval_tag(args.test_set)}.json")
       record = None
       if os.path.exists(path):
         with open(path) as f:
           record = json.load(f)
       if record is None or not set(args.test_dtypes) <= set(record["test"]):
-        record = train_and_test(args, seed, dtype, args.set + extra, run_dir)
+        record = evaluate_on_test(args, trained, overrides, run_dir)
       records[(label, seed)] = record
   return records
 

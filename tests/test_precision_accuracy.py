@@ -64,6 +64,9 @@ def test_one_arm_trains_and_tests_in_both_dtypes_through_main_py(tmp_path, capsy
                                   "--test-dtypes", "float32"])
   assert "(12 images)" in capsys.readouterr().out
   assert os.path.getmtime(run / "precision_dataset.synthetic.num_test-12.json") == mtime
+  # Other training overrides on the same workdir: refused, the finished run not reused.
+  with pytest.raises(SystemExit, match="was trained as .*num_epochs=1.*not .*num_epochs=2"):
+    precision_accuracy.main(argv + ["--set", "num_epochs=2"])
 
 
 def test_a_bad_override_fails_naming_the_field(tmp_path):

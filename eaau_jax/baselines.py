@@ -268,7 +268,7 @@ class ACMUNet(_ACMBase):
   -> ``deconv1`` -> ``fuse1``(., c1) -> ``uplayer1`` -> FCN ``head`` [-> bilinear to input size
   when not tiny]. ``fuse_mode="DirectAdd"`` is the plain U-Net (registry "unet").
   The released weights (tiny, 4 blocks, AsymBi) give IoU 9881 / 13289 = 0.7435 on SIRST idx_320
-  test under the acm protocol, as the MXNet net (tests/test_baselines.py)."""
+  test under the acm protocol, as the MXNet net (tests/test_compare.py, through main.py)."""
 
   def mxnet_layout(self) -> dict:
     return {"transposed": ("deconv2", "deconv1"), "fixed": dict(STEM_FIXED)}

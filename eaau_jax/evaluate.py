@@ -76,14 +76,17 @@ def _plot_curves(curves: dict, result: dict, path: str):
 
 def _inference_ms_per_image(state, loader, mesh, max_batches: int = 3) -> float:
   """Median over the first ``max_batches`` batches of the jitted forward time / real images
-  (after compilation; a few batches suffice for a median and keep evaluation cheap)."""
+  (each timed call a warm one: a shape's first call compiles and is run again; a few batches
+  suffice for a median and keep evaluation cheap)."""
   forward = xla_options.jit(train.predict_logits)
-  per_image = []
+  per_image, warm = [], set()
   for k, batch in enumerate(loader):
     if k == max_batches:
       break
     x = input_pipeline.to_global(mesh, {"image": batch["image"], "valid": batch["valid"]})
-    jax.block_until_ready(forward(state, x["image"], x["valid"]))  # compile this bucket shape
+    if x["image"].shape not in warm:  # compile this bucket shape, and warm it
+      jax.block_until_ready(forward(state, x["image"], x["valid"]))
+      warm.add(x["image"].shape)
     t0 = time.perf_counter()
     jax.block_until_ready(forward(state, x["image"], x["valid"]))
     per_image.append((time.perf_counter() - t0) / max(batch["weight"].sum(), 1) * 1e3)

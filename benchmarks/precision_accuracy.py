@@ -62,15 +62,24 @@ def eval_tag(test_set: list) -> str:
 def train(args, seed: int, dtype: str, overrides: list, run_dir: str) -> dict:
   """Trains one (seed, training dtype) in ``run_dir`` through main.py unless ``trained.json``
   says it did; returns that record. A run trained otherwise (another config, dtype or overrides)
-  is refused, not reused. ``train_seconds``: the process's wall time, start-up included."""
-  from eaau_jax import reproduce  # pylint: disable=g-import-not-at-top
+  is refused, not reused; one stopped by SIGTERM is not recorded (main.py resumes it next time).
+  ``train_seconds``: the last training process's wall time, start-up included."""
+  from eaau_jax import reproduce, summary  # pylint: disable=g-import-not-at-top
   path = os.path.join(run_dir, "trained.json")
   how = {"config": args.config, "train_dtype": dtype, "overrides": overrides}
   if not os.path.exists(path):
     print(f"training seed {seed}, {dtype} -> {run_dir}", flush=True)
     os.makedirs(run_dir, exist_ok=True)
+    for name in os.listdir(run_dir):  # test records of an earlier training are not this one's
+      if name.startswith("precision") and name.endswith(".json"):
+        os.remove(os.path.join(run_dir, name))
     t0 = time.time()
-    main_py(args, "train", run_dir, dtype, overrides, os.path.join(run_dir, "train.log"))
+    log = os.path.join(run_dir, "train.log")
+    main_py(args, "train", run_dir, dtype, overrides, log)
+    with open(log) as f:
+      if summary.PREEMPTED in f.read():  # main.py's clean stop (exit 0): saved, not finished
+        raise SystemExit(f"{run_dir}: training was stopped by SIGTERM (see {log}); the same "
+                         "command resumes it")
     with open(path, "w") as f:
       json.dump({"seed": seed, **how, "train_seconds": time.time() - t0,
                  "curve": reproduce.validation_curve(run_dir)}, f, indent=1)

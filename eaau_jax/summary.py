@@ -65,12 +65,17 @@ def val_rows(workdir: str, protocol: str) -> list[dict]:
   return [rows[s] for s in sorted(rows)]
 
 
+# How a training run's summary begins when a SIGTERM stopped it (main.py then exits 0, a clean
+# stop): scripts that run main.py read it to tell a saved, unfinished run from a finished one.
+PREEMPTED = "Training stopped by SIGTERM"
+
+
 def training(workdir: str, protocol: str, split: str, step: int, total_steps: int,
              epochs: int, seconds: float, start: int = 0, preempted: bool = False) -> str:
   """The text that ends a training run (``preempted``: stopped by SIGTERM, to be resumed)."""
   q = lambda p: shlex.quote(_shown(p))
   resumed = f", resumed at step {start}" if start else ""
-  done = "Training stopped by SIGTERM" if preempted else "Training done"
+  done = PREEMPTED if preempted else "Training done"
   lines = [f"{done}: step {step} of {total_steps} ({epochs} epochs) in "
            f"{format_duration(seconds)} wall time{resumed}."]
   if preempted:

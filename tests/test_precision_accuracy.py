@@ -3,12 +3,14 @@ as --config.KEY=VALUE, a trained run is evaluated again (not trained) for a test
 and a finished one read back, a bad override fails naming its field, and the table pairs each
 arm with float32 seed by seed."""
 
+import argparse
 import json
 import os
 
 import pytest
 
 from benchmarks import precision_accuracy
+from eaau_jax import summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.py")
@@ -80,6 +82,34 @@ def test_no_arm_to_run_is_refused(tmp_path, capsys):
     precision_accuracy.main(["--workdir", str(tmp_path), "--arms", "control"])
   assert "control needs --control" in capsys.readouterr().err
   assert not os.listdir(tmp_path)
+
+
+def test_a_run_stopped_by_sigterm_is_not_recorded_and_a_retraining_drops_old_test_records(
+    tmp_path, monkeypatch):
+  """main.py exits 0 when a SIGTERM stops training (saved, to resume): that run is not recorded
+  as trained (nor tested); the next call trains again (main.py resumes) and records it. Test
+  records left from an earlier training of the folder go when it is trained again."""
+  endings = iter([summary.training(str(tmp_path), "native", "val", 3, 8, 2, 1.0, preempted=True),
+                  summary.training(str(tmp_path), "native", "val", 8, 8, 2, 1.0)])
+
+  def main_py(args, mode, run_dir, dtype, overrides, log, *extra):
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": 0, "val_native_iou": 0.1, "val_native_niou": 0.1}) + "\n")
+    with open(log, "w") as f:
+      f.write("I1128 train.py] ...\n" + next(endings) + "\n")
+
+  monkeypatch.setattr(precision_accuracy, "main_py", main_py)
+  args = argparse.Namespace(config=TINY)
+  run = tmp_path / "float32" / "seed_0"
+  run.mkdir(parents=True)
+  for name in ("precision.json", "precision_dataset.synthetic.num_test-480.json"):
+    (run / name).write_text("{}")
+  with pytest.raises(SystemExit, match="stopped by SIGTERM.*the same command resumes"):
+    precision_accuracy.train(args, 0, "float32", ["seed=0"], str(run))
+  assert sorted(os.listdir(run)) == ["metrics.jsonl", "train.log"]
+  record = precision_accuracy.train(args, 0, "float32", ["seed=0"], str(run))
+  assert record["seed"] == 0 and record["curve"] == [[0, 0.1, 0.1, "native"]]
+  assert sorted(os.listdir(run)) == ["metrics.jsonl", "train.log", "trained.json"]
 
 
 def _record(iou: float) -> dict:

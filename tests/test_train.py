@@ -260,7 +260,7 @@ def test_sigterm_then_kill_and_resume_give_the_uninterrupted_result(trained, tmp
 
 def test_inference_timing_warms_each_shape_once_and_times_warm_calls(monkeypatch):
   """evaluate's ms/image: the first call of a bucket shape compiles and is run again, later
-  batches of that shape are timed at once (a 512 x 512 acm batch of ACM-U-Net costs ~8 s here):
+  batches of that shape are timed at once (a 512 x 512 batch of 8 of ACM-U-Net takes seconds here):
   shapes A, A, B, A with 3 batches timed -> A warm, A, A, B warm, B = 5 runs, not 6."""
   runs = []
 

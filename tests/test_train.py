@@ -260,8 +260,8 @@ def test_sigterm_then_kill_and_resume_give_the_uninterrupted_result(trained, tmp
 
 def test_inference_timing_warms_each_shape_once_and_times_warm_calls(monkeypatch):
   """evaluate's ms/image: the first call of a bucket shape compiles and is run again, later
-  batches of that shape are timed at once (a 512 x 512 batch of 8 of ACM-U-Net takes seconds here):
-  shapes A, A, B, A with 3 batches timed -> A warm, A, A, B warm, B = 5 runs, not 6."""
+  batches of that shape are timed at once (a 512 x 512 batch of 8 of ACM-U-Net takes seconds
+  here): shapes A, A, B, A with 3 batches timed -> A warm, A, A, B warm, B = 5 runs, not 6."""
   runs = []
 
   def predict_logits(_, images, valid):
@@ -269,8 +269,9 @@ def test_inference_timing_warms_each_shape_once_and_times_warm_calls(monkeypatch
     return images * valid
 
   monkeypatch.setattr(train, "predict_logits", predict_logits)
-  batches = [{"image": np.ones((2, h, h, 1), np.float32), "valid": np.ones((2, h, h, 1), np.float32),
-              "weight": np.array([1.0, 1.0], np.float32)} for h in (8, 8, 16, 8)]
+  ones = lambda h: np.ones((2, h, h, 1), np.float32)
+  batches = [{"image": ones(h), "valid": ones(h), "weight": np.ones(2, np.float32)}
+             for h in (8, 8, 16, 8)]
   ms = evaluate._inference_ms_per_image(None, batches, input_pipeline.make_mesh())
   jax.effects_barrier()
   assert runs == [8, 8, 8, 16, 16] and ms > 0

@@ -51,13 +51,17 @@ class MultiWriter:
     return call
 
 
-def create_writer(workdir: str, is_main: bool = True):
-  """TensorBoard events (CLU's SummaryWriter) and metrics.jsonl on the main process; nothing
-  elsewhere. No scalar goes to the log: progress.TrainProgress logs one line per log step, and
-  CLU's LoggingWriter would add a line per write (several per step, over a live bar)."""
+def create_writer(workdir: str, is_main: bool = True, tensorboard: bool = True):
+  """TensorBoard events (CLU's SummaryWriter, unless ``tensorboard`` is False: it imports
+  TensorFlow) and metrics.jsonl on the main process; nothing elsewhere. No scalar goes to the log:
+  progress.TrainProgress logs one line per log step, and CLU's LoggingWriter would add a line per
+  write (several per step, over a live bar)."""
   if not is_main:
     return MultiWriter([])
   writers = [JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
+  if not tensorboard:
+    logging.info("config.tensorboard is False: metrics.jsonl only")
+    return MultiWriter(writers)
   try:
     from clu import metric_writers
     writers.insert(0, metric_writers.SummaryWriter(workdir))

@@ -89,14 +89,16 @@ def training(workdir: str, protocol: str, split: str, step: int, total_steps: in
               f"  last   step {rows[-1]['step']:>6}:  {metrics_line(rows[-1], tag)}"]
   saved = {d: _steps(os.path.join(workdir, d)) for d in ("checkpoints", "best")}
   reports = sorted(glob.glob(os.path.join(workdir, "eval", "eval_*.md")))
-  # Events exist only where CLU's writer ran (TensorFlow installed: reporting.create_writer).
+  # Events exist only where CLU's writer ran (TensorFlow installed and config.tensorboard on:
+  # reporting.create_writer).
   events = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
   lines += [f"Written to {_shown(workdir)}:",
             "  checkpoints     " + ", ".join(
                 f"{_shown(os.path.join(workdir, d, str(s[-1])))} ({what})"
                 for (d, s), what in zip(saved.items(), ("latest", "best val IoU")) if s),
             f"  TensorBoard     {_shown(workdir)}/events.out.tfevents.*" if events else
-            "  TensorBoard     none (no TensorFlow here: CLU's writer did not run)",
+            "  TensorBoard     none (CLU's writer did not run: no TensorFlow here, or "
+            "config.tensorboard=False)",
             f"  metrics         {_shown(os.path.join(workdir, 'metrics.jsonl'))}",
             f"  eval reports    {_shown(os.path.join(workdir, 'eval'))}/ " + (
                 f"({', '.join(os.path.basename(r) for r in reports)})" if reports else

@@ -459,7 +459,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, TrainSt
   check_divisible(config)
   mesh = input_pipeline.make_mesh()
   is_main = jax.process_index() == 0
-  writer = reporting.create_writer(workdir, is_main)
+  writer = reporting.create_writer(workdir, is_main, config.get("tensorboard", True))
   train_src, eval_src, mean, std = data_and_stats(config)
   loader = input_pipeline.TrainLoader(
       train_src, config.batch_size, config.input.crop_size, config.input.base_size, mean, std,

@@ -245,7 +245,8 @@ def test_training_summary_names_no_events_where_none_were_written(tmp_path, monk
   monkeypatch.chdir(tmp_path)
   text = summary.training(str(wd), "native", "val", 16, 16, 4, 5.0)
   assert "tfevents" not in text and "--logdir" not in text
-  assert "TensorBoard     none (no TensorFlow here: CLU's writer did not run)" in text
+  assert ("TensorBoard     none (CLU's writer did not run: no TensorFlow here, or "
+          "config.tensorboard=False)") in text
   assert "metrics         wd/metrics.jsonl" in text
 
 

@@ -45,6 +45,9 @@ ARGS = ["--config", os.path.join(ROOT, "configs/tiny.py"), "--config.input.scale
         "--config.optimizer.form=mxnet", "--config.optimizer.eps=1e-2",
         "--config.optimizer.learning_rate=0.01", "--config.dataset.mean=100",
         "--config.dataset.std=40", "--config.input.eval_pad_multiple=96"]
+# The 1-process runs write no TensorBoard events (CLU's writer imports TensorFlow, ~5 s a process);
+# the 2-process run does: that only process 0 writes them is tested.
+NO_TENSORBOARD = "--config.tensorboard=False"
 READS = "EAAU_TEST_READS"
 SITECUSTOMIZE = textwrap.dedent(f"""\
     import os
@@ -132,14 +135,14 @@ def runs(tmp_path_factory):
                                       for k in range(2)], 2, tmp)}
   out["t_two"] = time.monotonic() - t0
   one = str(tmp / "one")
-  out["one"] = run_processes("one", [[*ARGS, "--workdir", one]], 4, tmp)
+  out["one"] = run_processes("one", [[*ARGS, "--workdir", one, NO_TENSORBOARD]], 4, tmp)
   out["eval"] = run_processes("eval", [[
       "--mode=eval", "--workdir", two, "--checkpoint", os.path.join(two, "checkpoints", str(STEPS)),
       "--split=val", "--output", str(tmp / "eval")]], 4, tmp)
   resumed = str(tmp / "resumed")
   shutil.copytree(two, resumed)
   out["resumed"] = run_processes("resumed", [[*ARGS, "--workdir", resumed,
-                                              "--config.num_epochs=3"]], 4, tmp)
+                                              "--config.num_epochs=3", NO_TENSORBOARD]], 4, tmp)
   out["t_all"] = time.monotonic() - t0
   print(f"2 processes: {out['t_two']:.0f} s; all runs: {out['t_all']:.0f} s")
   return tmp, out

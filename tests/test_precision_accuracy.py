@@ -22,6 +22,7 @@ def test_one_arm_trains_and_tests_in_both_dtypes_through_main_py(tmp_path, capsy
   # One bucket shape (every tiny image padded to 128): one eval compilation per process.
   argv = ["--config", TINY, "--workdir", str(tmp_path), "--seeds", "3", "--arms", "control",
           "--set", "num_epochs=1", "--set", "input.eval_pad_multiple=128",
+          "--set", "tensorboard=False",  # no TensorFlow import (~5 s a process)
           "--control", "model.upsampling=transpose_3x3"]
   precision_accuracy.main(argv)
   run = tmp_path / "control" / "seed_3"

@@ -23,6 +23,9 @@ from eaau_jax import checkpoints, cli, evaluate, input_pipeline, models, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+# Training processes whose TensorBoard events no test reads: CLU's writer imports TensorFlow, ~5 s
+# of start-up each on a 2-core CPU. The `trained` run keeps its events (tested).
+NO_TENSORBOARD = "--config.tensorboard=False"
 
 
 def run_main(*args, timeout=600, env=None, **popen):
@@ -228,7 +231,7 @@ def test_sigterm_then_kill_and_resume_give_the_uninterrupted_result(trained, tmp
   final parameters are the uninterrupted run's. (One test, to pay for one reference run.)"""
   workdir = str(tmp_path / "wd")
   args = ["--config", os.path.join(ROOT, "configs/tiny.py"), "--workdir", workdir,
-          "--config.num_epochs=4"]
+          "--config.num_epochs=4", NO_TENSORBOARD]
   preempted_at = _sigterm_after_step_2(args)
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args], env=ENV,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -525,7 +528,8 @@ def test_divisibility_error_names_the_field(monkeypatch):
 def test_synthetic_default_learns(tmp_path):
   """A shortened run of the embedded default: val IoU rises well above its value at init."""
   workdir = str(tmp_path / "wd")
-  r = run_main("--workdir", workdir, "--config.num_epochs=8", "--config.eval_every_epochs=2")
+  r = run_main("--workdir", workdir, "--config.num_epochs=8", "--config.eval_every_epochs=2",
+               NO_TENSORBOARD)
   assert r.returncode == 0, r.stderr[-3000:]
   val = [row for row in read_jsonl(workdir) if "val_native_iou" in row]
   assert val[0]["step"] == 0 and len(val) == 5

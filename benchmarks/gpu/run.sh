@@ -14,7 +14,8 @@
 #    one (tree_speed.py, ROUNDS rounds (2) of 30 steps): $OUT/tree_speed.txt.
 # 4. Start-up: seconds to build the initial train state in a fresh process, its compilation and the
 #    device's first use included (tree_speed.py --task init, 2 rounds): $OUT/init.txt. Seeds 4-6
-#    spent 10.5-19.9 s from the start to the model's log line (BENCHMARKS.md, 2026-11-28).
+#    spent 10.5-19.9 s from the start to the model's log line (BENCHMARKS.md, 2026-11-28). And
+#    the same on the CPU backend (JAX_PLATFORMS=cpu): $OUT/init_cpu.txt.
 # Extra flags go to the reproduction (e.g. --config.num_epochs=2 for a dry run on a CPU). All of it
 # takes ~9-10 min on an H200: give the call timeout_s=600 (what is in $OUT when it stops comes
 # back), and run the rest with SEED - if it stops in the speed parts.
@@ -66,5 +67,10 @@ fi
 "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees . --task init --rounds 2 \
   > "$OUT/init.txt" 2>&1
 tail -n 3 "$OUT/init.txt"
+# The same on this machine's CPU backend: were the initial state built there (level 2, the same
+# threefry bits) and put on the GPU, would the start be shorter?
+JAX_PLATFORMS=cpu "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees . --task init \
+  --rounds 2 > "$OUT/init_cpu.txt" 2>&1
+tail -n 3 "$OUT/init_cpu.txt"
 part init
 ls "$OUT"

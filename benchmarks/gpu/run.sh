@@ -67,8 +67,9 @@ fi
 "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees . --task init --rounds 2 \
   > "$OUT/init.txt" 2>&1
 tail -n 3 "$OUT/init.txt"
-# The same on this machine's CPU backend: were the initial state built there (level 2, the same
-# threefry bits) and put on the GPU, would the start be shorter?
+# The same on this machine's CPU backend: were the initial state built there (compiled at level 2)
+# and put on the GPU, would the start be shorter? (Not bit-equal to the GPU's values, necessarily:
+# the random bits are, their conversion to floats may round differently.)
 JAX_PLATFORMS=cpu "$PY" benchmarks/tree_speed.py --config configs/sirst.py --trees . --task init \
   --rounds 2 > "$OUT/init_cpu.txt" 2>&1
 tail -n 3 "$OUT/init_cpu.txt"

@@ -7,6 +7,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIRST = os.path.normpath(os.path.join(ROOT, "..", "shared", "datasets", "sirst"))
 needs_sirst = pytest.mark.skipif(not os.path.isdir(SIRST), reason=f"no SIRST copy at {SIRST}")
+# For main.py training runs whose TensorBoard events no test reads: CLU's writer imports
+# TensorFlow, ~5 s of start-up a process on a 2-core CPU. Runs whose events are tested keep it.
+NO_TENSORBOARD = "--config.tensorboard=False"
 
 
 def compiled_train_step_hlo(config, batch: int = 2) -> str:

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import step_dirs
+from conftest import NO_TENSORBOARD, step_dirs  # the 2-process run keeps its events: tested
 from eaau_jax import checkpoints, cli, input_pipeline, metrics, models, train
 from eaau_jax.errors import ConfigError
 
@@ -45,9 +45,6 @@ ARGS = ["--config", os.path.join(ROOT, "configs/tiny.py"), "--config.input.scale
         "--config.optimizer.form=mxnet", "--config.optimizer.eps=1e-2",
         "--config.optimizer.learning_rate=0.01", "--config.dataset.mean=100",
         "--config.dataset.std=40", "--config.input.eval_pad_multiple=96"]
-# The 1-process runs write no TensorBoard events (CLU's writer imports TensorFlow, ~5 s a process);
-# the 2-process run does: that only process 0 writes them is tested.
-NO_TENSORBOARD = "--config.tensorboard=False"
 READS = "EAAU_TEST_READS"
 SITECUSTOMIZE = textwrap.dedent(f"""\
     import os

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from conftest import NO_TENSORBOARD
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
 
@@ -19,7 +21,7 @@ def reproduce(workdir, results):
   cmd = [sys.executable, "-m", "eaau_jax.reproduce", "--config",
          os.path.join(ROOT, "configs/tiny.py"), "--config_path", "configs/tiny.py", "--seeds", "2",
          "--workdir", str(workdir), "--results", str(results), "--label", "tiny check",
-         "--config.tensorboard=False"]  # no TensorFlow import (~5 s a process): events untested
+         NO_TENSORBOARD]
   r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert r.returncode == 0, r.stderr[-3000:]
   return r
@@ -90,7 +92,7 @@ def test_sigterm_stops_every_parallel_seed_unreported_and_the_same_command_resum
   runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
   cmd = [sys.executable, "-m", "eaau_jax.reproduce", "--config", os.path.join(ROOT, "configs/tiny.py"),
          "--config.num_epochs=10", "--config.eval_every_epochs=100",
-         "--config.checkpoint_every_steps=1000", "--config.tensorboard=False", "--seeds", "2",
+         "--config.checkpoint_every_steps=1000", NO_TENSORBOARD, "--seeds", "2",
          "--parallel", "2",
          "--workdir", str(runs), "--results", str(results), "--label", "stopped"]
   proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,

@@ -17,15 +17,12 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from conftest import needs_sirst, step_dirs
+from conftest import NO_TENSORBOARD, needs_sirst, step_dirs  # `trained` keeps its events
 from configs import sirst, tiny
 from eaau_jax import checkpoints, cli, evaluate, input_pipeline, models, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-# Training processes whose TensorBoard events no test reads: CLU's writer imports TensorFlow, ~5 s
-# of start-up each on a 2-core CPU. The `trained` run keeps its events (tested).
-NO_TENSORBOARD = "--config.tensorboard=False"
 
 
 def run_main(*args, timeout=600, env=None, **popen):

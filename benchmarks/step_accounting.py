@@ -1,5 +1,5 @@
-"""Where one CPU training step's time goes, JAX against the PyTorch twin, category by category
-(issue 10, item 3).
+"""Where one CPU training step's (or inference's) time goes, JAX against the PyTorch twin, category
+by category (issue 10, item 3).
 
 speed.py says which framework's step is faster; this says where the difference lies. Each
 framework runs configs/sirst.py's train step (batch 8, --crop² crops, the step speed.py times) in
@@ -18,7 +18,14 @@ thing. The categories are those both frameworks' operations can be sorted into; 
 block's BatchNorm normalisation, ReLU and residual addition into one operation, so they are one
 category (PyTorch's residual additions, plain `aten::add`, fall into "the rest").
 
+--infer profiles batch-1 inference of one --crop² image instead (eval mode, the all-ones valid
+mask as speed.py's infer_512) and adds a second table: the time of each part of the network (the
+stem, each stage, each upsampling layer and fusion, the head), which both models name alike. JAX's
+operations are sorted by the part their metadata's source path names; PyTorch's by the part whose
+forward they ran in (a profiler range around each part, opened and closed by module hooks).
+
   python benchmarks/step_accounting.py [--crop 256 --steps 2 --threads 1]
+  python benchmarks/step_accounting.py --infer --crop 512 --steps 10
 """
 
 import argparse
@@ -44,6 +51,12 @@ NORM = "BatchNorm, ReLU and the residual blocks' additions"
 REST = "the rest (attention, upsampling, loss, optimizer, copies)"
 ROWS = (CONV_FORWARD, CONV_BACKWARD, DGRAD, WGRAD, LAYOUT, NORM, REST)
 SUBROWS = {DGRAD: CONV_BACKWARD, WGRAD: CONV_BACKWARD, LAYOUT: CONV_BACKWARD}
+# The network's parts, as both models name their top-level modules (stem_bn is the stem's, head_bn
+# and head_out the head's); TOP: what runs outside them (padding, the valid masks, the crop).
+PARTS = ("stem", "stage1", "stage2", "bottleneck", "up2", "fuse2", "upstage2", "up1", "fuse1",
+         "upstage1", "head")
+TOP = "outside the parts (padding, masks, crop)"
+PART_PATH = re.compile(r"EAAUNet\)*/(" + "|".join(PARTS) + r")(?:_\w+)?(?:/|$)")
 NORM_PATH = re.compile(r"BatchNorm|_bn/|relu|ResidualBlock_\d+/(add|max|select_n)")
 
 
@@ -65,6 +78,13 @@ def jax_category(instruction: str, op_name: str, window: tuple) -> str:
       return WGRAD
     return DGRAD if "transpose(" in op_name else CONV_FORWARD
   return NORM if NORM_PATH.search(op_name) else REST
+
+
+def network_part(path: str) -> str:
+  """The part of the network a source path (``jit(f)/EAAUNet/stage1/ResidualBlock_0/...``, or
+  ``EAAUNet/<module name>`` for the twin) lies in; TOP where it names none."""
+  m = PART_PATH.search(path)
+  return m.group(1) if m else TOP
 
 
 def torch_category(op: str) -> str:
@@ -104,35 +124,77 @@ def add_totals(per_row: collections.Counter) -> dict:
 def jax_worker(spec: dict) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
-  p_train, state, batch = profile_step.compiled_step(spec["crop"])
-  compiled = p_train.lower(state, batch).compile()  # run as compiled: its HLO is the one traced
+  if spec.get("infer"):
+    fun, state, batch = profile_step.compiled_inference(spec["crop"])
+    compiled = fun.lower(state, batch).compile()  # run as compiled: its HLO is the one traced
+
+    def run(state):
+      jax.block_until_ready(compiled(state, batch))
+      return state
+  else:
+    fun, state, batch = profile_step.compiled_step(spec["crop"])
+    compiled = fun.lower(state, batch).compile()
+
+    def run(state):
+      state, metrics = compiled(state, batch, fun.key)  # train.TrainStep: its key bound
+      jax.block_until_ready((state, metrics))
+      return state
+
   instructions = hlo_instructions(compiled.as_text())
-
-  def run(state):
-    state, metrics = compiled(state, batch, p_train.key)  # train.TrainStep: its key bound
-    jax.block_until_ready((state, metrics))
-    return state
-
-  rows, unknown = collections.Counter(), 0.0
+  rows, parts, unknown = collections.Counter(), collections.Counter(), 0.0
   with tempfile.TemporaryDirectory() as trace_dir:
     walls = profile_step.trace_calls(run, state, spec["steps"], trace_dir)
     for _, name, seconds in profile_step.op_events(trace_dir):
       if name not in instructions:  # not in the compiled module: counted, sorted as the rest
         unknown += seconds
-      rows[jax_category(name, *instructions.get(name, ("", ())))] += seconds
-  return {"rows": rows, "walls": walls, "unmatched_s": unknown}
+      op_name, window = instructions.get(name, ("", ()))
+      rows[jax_category(name, op_name, window)] += seconds
+      parts[network_part(op_name)] += seconds
+  return {"rows": rows, "parts": parts, "walls": walls, "unmatched_s": unknown}
 
 
 def torch_worker(spec: dict) -> dict:
   from torch import profiler  # pylint: disable=g-import-not-at-top
-  step = speed.torch_train_call(spec)
-  timed(step, 2, 0)  # the untimed steps, outside the profile
+  call = torch_inference_call(spec) if spec.get("infer") else speed.torch_train_call(spec)
+  timed(call, 2, 0)  # the untimed calls, outside the profile
   with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
-    walls = timed(step, 0, spec["steps"])["times"]
-  rows = collections.Counter()
-  for ev in prof.key_averages():
-    rows[torch_category(ev.key)] += ev.self_cpu_time_total / 1e6
-  return {"rows": rows, "walls": walls}
+    walls = timed(call, 0, spec["steps"])["times"]
+  rows, parts = collections.Counter(), collections.Counter()
+  for ev in prof.events():
+    if ev.name.startswith(PART_RANGE):  # a part's range: its own time is Python's, not an operation's
+      continue
+    rows[torch_category(ev.name)] += ev.self_cpu_time_total / 1e6
+    parent = ev.cpu_parent
+    while parent is not None and not parent.name.startswith(PART_RANGE):
+      parent = parent.cpu_parent
+    parts[TOP if parent is None else network_part(parent.name)] += (
+        ev.self_cpu_time_total / 1e6)
+  return {"rows": rows, "parts": parts, "walls": walls}
+
+
+PART_RANGE = "part:EAAUNet/"  # the profiler ranges torch_inference_call opens around each part
+
+
+def torch_inference_call(spec: dict):
+  """A no-argument function running the twin's batch-1 inference on one --crop² image, each of
+  its top-level modules inside a profiler range named PART_RANGE + its name."""
+  import torch  # pylint: disable=g-import-not-at-top
+  _, net, device = speed.torch_net(spec)
+  net.eval()
+  x = speed.nchw(speed.batch_arrays(1, spec["crop"], spec["crop"])[0], device)
+  open_ranges = []
+  for name, module in net.named_children():
+    module.register_forward_pre_hook(
+        lambda m, a, name=name: open_ranges.append(
+            torch.profiler.record_function(PART_RANGE + name).__enter__()))
+    module.register_forward_hook(lambda m, a, o: open_ranges.pop().__exit__(None, None, None))
+
+  def call():
+    with torch.inference_mode():
+      net(x)
+    speed.torch_sync(device)
+
+  return call
 
 
 def worker(framework: str, spec: dict) -> None:
@@ -142,22 +204,26 @@ def worker(framework: str, spec: dict) -> None:
 
 
 # ---------------------------------------------------------------- the driver
-def table(results: dict, steps: int) -> list:
-  """Markdown lines: seconds a step per row for each framework and JAX's over PyTorch's."""
-  per = {f: add_totals(collections.Counter(r["rows"])) for f, r in results.items()}
-  lines = ["| where the step's operation time goes | JAX s/step | PyTorch s/step | JAX/PyTorch |",
-           "|---|---:|---:|---:|"]
-  for row in ROWS:
-    j, t = (per[f].get(row) for f in ("jax", "torch"))
-    cells = [("-" if v is None else f"{v / steps:.3f}") for v in (j, t)]
+def table(results: dict, steps: int, key: str = "rows", unit: str = "s/step") -> list:
+  """Markdown lines: time a call per row of results[framework][key] for each framework (``unit``:
+  s/step, or ms/call for inference) and JAX's over PyTorch's."""
+  scale = 1e3 if unit.startswith("ms") else 1.0
+  per = {f: add_totals(collections.Counter(r[key])) for f, r in results.items()}
+  names = ROWS if key == "rows" else PARTS + (TOP,)
+  title = "where the step's operation time goes" if key == "rows" else "part of the network"
+  lines = [f"| {title} | JAX {unit} | PyTorch {unit} | JAX/PyTorch |", "|---|---:|---:|---:|"]
+
+  def line(label, j, t):
+    cells = [("-" if v is None else f"{scale * v / steps:.3f}") for v in (j, t)]
     ratio = f"{j / t:.2f}" if j is not None and t else "-"
-    lines.append(f"| {row.strip()} | {cells[0]} | {cells[1]} | {ratio} |")
+    return f"| {label} | {cells[0]} | {cells[1]} | {ratio} |"
+
+  for row in names:
+    lines.append(line(row.strip(), *(per[f].get(row) for f in ("jax", "torch"))))
   totals = {f: sum(v for k, v in per[f].items() if k not in SUBROWS) for f in per}
-  walls = {f: statistics.median(r["walls"]) for f, r in results.items()}
-  lines.append(f"| all operations | {totals['jax'] / steps:.3f} | {totals['torch'] / steps:.3f} | "
-               f"{totals['jax'] / totals['torch']:.2f} |")
-  lines.append(f"| wall time of a profiled step (median) | {walls['jax']:.3f} | "
-               f"{walls['torch']:.3f} | {walls['jax'] / walls['torch']:.2f} |")
+  lines.append(line("all operations", totals["jax"], totals["torch"]))
+  walls = {f: steps * statistics.median(r["walls"]) for f, r in results.items()}
+  lines.append(line("wall time of a profiled call (median)", walls["jax"], walls["torch"]))
   return lines
 
 
@@ -166,6 +232,8 @@ def main():
   ap.add_argument("--crop", type=int, default=256)
   ap.add_argument("--steps", type=int, default=2, help="profiled steps (after 2 untimed)")
   ap.add_argument("--threads", type=int, default=1)
+  ap.add_argument("--infer", action="store_true",
+                  help="profile batch-1 inference of one --crop² image instead of a train step")
   ap.add_argument("--timeout", type=float, default=1800, help="seconds per framework")
   ap.add_argument("--worker", choices=speed.FRAMEWORKS, help=argparse.SUPPRESS)
   ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -177,7 +245,8 @@ def main():
     sys.exit(f"--crop {args.crop}: at least 24, so that every activation is larger than a kernel")
   cpus = sorted(os.sched_getaffinity(0))[:args.threads]
   spec = {"threads": len(cpus), "cpus": cpus, "crop": args.crop, "steps": args.steps,
-          "malloc": "default", "device": "cpu", "dtype": "float32", "kind": "accounting"}
+          "malloc": "default", "device": "cpu", "dtype": "float32", "kind": "accounting",
+          "infer": args.infer}
   results = {}
   for framework in speed.FRAMEWORKS:
     results[framework] = speed.run_one(framework, spec, args.timeout, script=__file__)
@@ -186,10 +255,15 @@ def main():
     if results[framework].get("unmatched_s"):
       print(f"{results[framework]['unmatched_s']:.3f} s of JAX's operations matched no "
             "instruction of the compiled step (sorted as the rest)")
-  print(f"configs/sirst.py's train step, batch {speed.BATCH}, {args.crop} x {args.crop} crops, "
-        f"{len(cpus)} thread(s) each (cores {cpus}); {args.steps} profiled steps after 2 untimed, "
-        "seconds a step")
-  print("\n".join(table(results, args.steps)))
+  what = (f"batch-1 inference of one {args.crop} x {args.crop} image" if args.infer else
+          f"train step, batch {speed.BATCH}, {args.crop} x {args.crop} crops")
+  unit = "ms/call" if args.infer else "s/step"
+  print(f"configs/sirst.py's {what}, {len(cpus)} thread(s) each (cores {cpus}); {args.steps} "
+        f"profiled calls after 2 untimed, {unit}")
+  print("\n".join(table(results, args.steps, unit=unit)))
+  if args.infer:
+    print()
+    print("\n".join(table(results, args.steps, key="parts", unit=unit)))
 
 
 if __name__ == "__main__":

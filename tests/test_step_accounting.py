@@ -76,4 +76,51 @@ def test_table_sums_jax_backward_parts_and_divides_by_steps():
   assert rows[sa.CONV_BACKWARD.strip()] == ["1.500", "1.000", "1.50 |"]
   assert rows[sa.WGRAD.strip()] == ["0.750", "-", "- |"]
   assert rows["all operations"] == ["3.500", "3.000", "1.17 |"]  # the parts counted once
-  assert rows["wall time of a profiled step (median)"] == ["3.700", "3.200", "1.16 |"]
+  assert rows["wall time of a profiled call (median)"] == ["3.700", "3.200", "1.16 |"]
+
+
+def test_network_parts_by_source_path():
+  """Each path falls into the part of the network it names, in either model's spelling."""
+  for path, part in (("jit(<lambda>)/EAAUNet/stem_bn/add", "stem"),
+                     ("jit(<lambda>)/EAAUNet/stage1/ResidualBlock_0/Conv_0/conv", "stage1"),
+                     ("jit(<lambda>)/EAAUNet/upstage1/ResidualBlock_2/add", "upstage1"),
+                     ("jit(<lambda>)/EAAUNet/up1/transpose", "up1"),
+                     ("jit(train_step)/transpose(jvp(EAAUNet))/fuse2/sa_low/mul", "fuse2"),
+                     ("jit(<lambda>)/EAAUNet/head_out/conv_general_dilated", "head"),
+                     ("EAAUNet/bottleneck", "bottleneck"), ("EAAUNet/head_bn", "head")):
+    assert sa.network_part(path) == part, path
+  for path in ("jit(<lambda>)/EAAUNet/mul", "jit(<lambda>)/EAAUNet/jit(relu)/max", "",
+               "jit(train_step)/mul", "EAAUNet/stages/x"):
+    assert sa.network_part(path) == sa.TOP, path
+
+
+def test_every_part_of_the_inference_is_found_in_its_hlo():
+  """The compiled inference's instructions name every part (the metadata the JAX column reads)."""
+  from eaau_jax import models, train, xla_options  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  state = train.abstract_train_state(config, models.model_from_config(config.model))
+  x = jax.ShapeDtypeStruct((1, 32, 32, config.input.channels), jax.numpy.float32)
+  hlo = xla_options.jit(train.predict_logits).lower(state, x, x).compile().as_text()
+  parts = collections.Counter(sa.network_part(op) for op, _ in sa.hlo_instructions(hlo).values())
+  assert set(sa.PARTS) <= set(parts), parts
+
+
+def test_torch_inference_time_lands_in_its_parts():
+  """The twin's inference profiled with the part ranges: every part's operations are found, every
+  convolution inside a part, and the parts' total equals the sorting by kind."""
+  pytest.importorskip("torch")
+  from torch import profiler  # pylint: disable=g-import-not-at-top
+  spec = {"threads": 1, "device": "cpu", "crop": 32, "dtype": "float32", "infer": True}
+  call = sa.torch_inference_call(spec)
+  with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+    call()
+  convs = [ev for ev in prof.events() if ev.name == "aten::convolution"]
+  assert len(convs) >= 2 * 3 * 5, len(convs)  # 5 stages of 3 blocks, 2 convolutions each
+  for ev in convs:
+    parent = ev.cpu_parent
+    while parent is not None and not parent.name.startswith(sa.PART_RANGE):
+      parent = parent.cpu_parent
+    assert parent is not None, "a convolution outside every part"
+  result = sa.torch_worker({**spec, "steps": 1})
+  assert set(sa.PARTS) <= {p for p, s in result["parts"].items() if s > 0}, result["parts"]
+  assert sum(result["parts"].values()) == pytest.approx(sum(result["rows"].values()))

@@ -1,6 +1,8 @@
 """Shared fixtures: the real SIRST copy beside the checkout (../shared/datasets/sirst), built once."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -10,6 +12,34 @@ needs_sirst = pytest.mark.skipif(not os.path.isdir(SIRST), reason=f"no SIRST cop
 # For main.py training runs whose TensorBoard events no test reads: CLU's writer imports
 # TensorFlow, ~5 s of start-up a process on a 2-core CPU. Runs whose events are tested keep it.
 NO_TENSORBOARD = "--config.tensorboard=False"
+CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+  """One JAX persistent compilation cache for the whole run, unless the user chose one: the test
+  processes, their xdist workers and every main.py they start inherit it through the environment
+  (set here, before the workers are started), so a program compiled once (configs/tiny.py's train
+  and eval steps, compiled by dozens of main.py runs) is read back by the later ones: the same
+  executables, so the same results (a tiny main.py run took 32 s cold, 12 s warm on the 2-core
+  CPU). A test of the product's own cache (eaau_jax/reproduce.py) removes it from its runs'
+  environment. The folder is a fresh temporary one, removed at the end: nothing carries over from
+  one run of the suite to the next."""
+  if hasattr(config, "workerinput") or os.environ.get(CACHE_VAR):  # an xdist worker, or the user's
+    return
+  path = tempfile.mkdtemp(prefix="eaau-jax-tests-cache-")
+  os.environ[CACHE_VAR] = config.eaau_jax_cache = path
+  try:  # in case this process imported JAX already (it runs the tests itself without xdist)
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", path)
+  except ImportError:
+    pass
+
+
+def pytest_unconfigure(config):
+  path = getattr(config, "eaau_jax_cache", None)
+  if path:
+    os.environ.pop(CACHE_VAR, None)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def compiled_train_step_hlo(config, batch: int = 2) -> str:

@@ -112,17 +112,6 @@ def test_same_steps_on_one_and_four_devices(tmp_path):
 
 
 # ---------------------------------------------------------------- train, resume, eval, predict
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One JAX persistent compilation cache for the main.py processes of this module: they compile
-  the same few programs (configs/tiny.py's initial state, train and eval steps), so the later ones
-  read them back instead (the same executables, so the same results). Autouse: set up before
-  ``trained``, the first of them."""
-  ENV["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-  yield
-  del ENV["JAX_COMPILATION_CACHE_DIR"]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """An uninterrupted tiny run through main.py: (workdir, final params)."""

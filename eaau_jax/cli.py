@@ -284,7 +284,8 @@ def thp_mode(path: str = THP_MODE) -> str:
 def cpu_malloc_hint(backend: str, environ, libc: str, thp: str) -> str | None:
   """A line for whoever trains on a CPU with glibc's default allocator: it unmaps each step's
   large buffers and faults them in again, and HUGETLB_TUNABLE made the train step
-  1.22-1.39x faster on a 2-core CPU (BENCHMARKS.md, page faults). glibc reads GLIBC_TUNABLES only
+  1.22-1.39x faster on a 2-core AVX-512 CPU, 1.0-1.1x on 2-core AVX2 ones (BENCHMARKS.md, page
+  faults; allocators on an AVX2 CPU; 2026-11-28): how much depends on the machine. glibc reads GLIBC_TUNABLES only
   when a process starts, so the project can say it but not set it. None where it does not apply:
   another backend, another C library, glibc's malloc tunables already set, or transparent huge
   pages not in "madvise" mode (the tunable asks for them by madvise: "always" has them already,
@@ -293,7 +294,8 @@ def cpu_malloc_hint(backend: str, environ, libc: str, thp: str) -> str | None:
       or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")):
     return None
   return (f"training on the CPU: starting it with GLIBC_TUNABLES={HUGETLB_TUNABLE} made the "
-          "train step 1.2-1.4x faster on a 2-core CPU (fewer page faults; BENCHMARKS.md)")
+          "train step 1.2-1.4x faster on a 2-core AVX-512 CPU, 1.0-1.1x on AVX2 ones (fewer "
+          "page faults; BENCHMARKS.md)")
 
 
 def main(argv):

@@ -153,6 +153,9 @@ def jax_worker(spec: dict) -> dict:
   return {"rows": rows, "parts": parts, "walls": walls, "unmatched_s": unknown}
 
 
+PART_RANGE = "part:EAAUNet/"  # the profiler ranges torch_inference_call opens around each part
+
+
 def torch_worker(spec: dict) -> dict:
   from torch import profiler  # pylint: disable=g-import-not-at-top
   call = torch_inference_call(spec) if spec.get("infer") else speed.torch_train_call(spec)
@@ -161,7 +164,7 @@ def torch_worker(spec: dict) -> dict:
     walls = timed(call, 0, spec["steps"])["times"]
   rows, parts = collections.Counter(), collections.Counter()
   for ev in prof.events():
-    if ev.name.startswith(PART_RANGE):  # a part's range: its own time is Python's, not an operation's
+    if ev.name.startswith(PART_RANGE):  # a part's range: its own time is Python's, no operation's
       continue
     rows[torch_category(ev.name)] += ev.self_cpu_time_total / 1e6
     parent = ev.cpu_parent
@@ -170,9 +173,6 @@ def torch_worker(spec: dict) -> dict:
     parts[TOP if parent is None else network_part(parent.name)] += (
         ev.self_cpu_time_total / 1e6)
   return {"rows": rows, "parts": parts, "walls": walls}
-
-
-PART_RANGE = "part:EAAUNet/"  # the profiler ranges torch_inference_call opens around each part
 
 
 def torch_inference_call(spec: dict):

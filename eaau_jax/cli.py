@@ -284,9 +284,9 @@ def thp_mode(path: str = THP_MODE) -> str:
 def cpu_malloc_hint(backend: str, environ, libc: str, thp: str) -> str | None:
   """A line for whoever trains on a CPU with glibc's default allocator: it unmaps each step's
   large buffers and faults them in again, and HUGETLB_TUNABLE made the train step
-  1.22-1.39x faster on a 2-core AVX-512 CPU, 1.0-1.1x on 2-core AVX2 ones (BENCHMARKS.md, page
-  faults; allocators on an AVX2 CPU; 2026-11-28): how much depends on the machine. glibc reads GLIBC_TUNABLES only
-  when a process starts, so the project can say it but not set it. None where it does not apply:
+  1.22-1.39x faster on a 2-core AVX-512 CPU, 1.0-1.1x on 2-core AVX2 ones (BENCHMARKS.md: page
+  faults; 2026-11-28): how much depends on the machine. glibc reads GLIBC_TUNABLES only when a
+  process starts, so the project can say it but not set it. None where it does not apply:
   another backend, another C library, glibc's malloc tunables already set, or transparent huge
   pages not in "madvise" mode (the tunable asks for them by madvise: "always" has them already,
   "never" refuses them)."""

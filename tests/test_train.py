@@ -514,11 +514,13 @@ def test_divisibility_error_names_the_field(monkeypatch):
 def test_synthetic_default_learns(tmp_path):
   """A shortened run of the embedded default: val IoU rises well above its value at init."""
   workdir = str(tmp_path / "wd")
-  r = run_main("--workdir", workdir, "--config.num_epochs=8", "--config.eval_every_epochs=2",
+  # 6 epochs (192 steps at the default's constant rate): val IoU 0.0014 at init, 0.186 after 4
+  # epochs, 0.256 after 6 on the 2-core AVX2 CPU (2026-11-28); 8 epochs cost CI another ~60 s.
+  r = run_main("--workdir", workdir, "--config.num_epochs=6", "--config.eval_every_epochs=2",
                NO_TENSORBOARD)
   assert r.returncode == 0, r.stderr[-3000:]
   val = [row for row in read_jsonl(workdir) if "val_native_iou" in row]
-  assert val[0]["step"] == 0 and len(val) == 5
+  assert val[0]["step"] == 0 and len(val) == 4
   start, best, last = (val[0]["val_native_iou"], max(v["val_native_iou"] for v in val),
                        val[-1]["val_native_iou"])
   assert best > 0.1 and best > start + 0.08, val

@@ -167,12 +167,16 @@ def torch_worker(spec: dict) -> dict:
     if ev.name.startswith(PART_RANGE):  # a part's range: its own time is Python's, no operation's
       continue
     rows[torch_category(ev.name)] += ev.self_cpu_time_total / 1e6
-    parent = ev.cpu_parent
-    while parent is not None and not parent.name.startswith(PART_RANGE):
-      parent = parent.cpu_parent
-    parts[TOP if parent is None else network_part(parent.name)] += (
-        ev.self_cpu_time_total / 1e6)
+    parts[enclosing_part(ev)] += ev.self_cpu_time_total / 1e6
   return {"rows": rows, "parts": parts, "walls": walls}
+
+
+def enclosing_part(ev) -> str:
+  """The part of the network whose PART_RANGE a profiler event ran in; TOP outside every one."""
+  parent = ev.cpu_parent
+  while parent is not None and not parent.name.startswith(PART_RANGE):
+    parent = parent.cpu_parent
+  return TOP if parent is None else network_part(parent.name)
 
 
 def torch_inference_call(spec: dict):

@@ -515,7 +515,7 @@ def test_synthetic_default_learns(tmp_path):
   """A shortened run of the embedded default: val IoU rises well above its value at init."""
   workdir = str(tmp_path / "wd")
   # 6 epochs (192 steps at the default's constant rate): val IoU 0.0014 at init, 0.186 after 4
-  # epochs, 0.256 after 6 on the 2-core AVX2 CPU (2026-11-28); 8 epochs cost CI another ~60 s.
+  # epochs, 0.256 after 6 on the 2-core AVX2 CPU (2026-11-28); 130 s alone there, 147 s for 8.
   r = run_main("--workdir", workdir, "--config.num_epochs=6", "--config.eval_every_epochs=2",
                NO_TENSORBOARD)
   assert r.returncode == 0, r.stderr[-3000:]

@@ -24,10 +24,8 @@ and on the GPU when there is one.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
-import time
 from typing import Callable, Optional
 
 import jax
@@ -40,9 +38,6 @@ from eaau_jax import checkpoints as ckpts
 from eaau_jax import classical, errors, evaluate, input_pipeline, metrics, train, xla_options
 
 FAST_DETECTORS = ("tophat", "maxmedian", "rlcm", "mpcm", "fkrw")
-TIMING_BATCHES = 3  # ms/image: the median over (at most) this many first batches
-TIMING_BUDGET_S = 30.0  # ... or fewer, once this many seconds of forward runs are timed
-RERUN_BELOW_S = 1.0  # a first run faster than this is repeated and the repeat timed
 
 # Table 3 of the paper (SIRST): (IoU, nIoU, CPU s/image, "Para" as MB of fp32 weights).
 # The CNN rows are copied there from the ACM and ALCNet papers (their `acm` protocol).
@@ -131,36 +126,11 @@ def detector_method(name: str, dataset_cfg, split: str, protocol: str, base_size
   return Method(name, "classical", name, loader, jax.jit(eval_step), jax.jit(forward))
 
 
-def _seconds(fn, *args) -> float:
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  return time.perf_counter() - t0
-
-
 def ms_per_image(method: Method, device) -> float:
-  """Median over the first ``TIMING_BATCHES`` batches of the forward's time on ``device`` per real
-  image.
-
-  Each shape is compiled ahead of time, untimed. A batch whose first run takes under
-  ``RERUN_BELOW_S`` is run again and the second run is timed (one-time costs could dominate a
-  fast first run). A slower first run is kept, and timing stops once ``TIMING_BUDGET_S`` of runs
-  are measured: IPI and RIPT take minutes per 512 x 512 batch on a 2-core CPU, and three batches
-  run twice each cost half as much again as their whole evaluation."""
+  """The forward's ms per real image on ``device`` (``evaluate.ms_per_image``)."""
   state = jax.device_put(method.state, device) if method.state is not None else None
-  compiled, times, spent = {}, [], 0.0
-  for batch in itertools.islice(iter(method.loader), TIMING_BATCHES):
-    x, v = (jax.device_put(batch[k], device) for k in ("image", "valid"))
-    key = (x.shape, v.shape)
-    if key not in compiled:
-      compiled[key] = method.forward.lower(state, x, v).compile()
-    seconds = _seconds(compiled[key], state, x, v)
-    if seconds < RERUN_BELOW_S:
-      seconds = _seconds(compiled[key], state, x, v)
-    times.append(seconds / max(batch["weight"].sum(), 1) * 1e3)
-    spent += seconds
-    if spent >= TIMING_BUDGET_S:
-      break
-  return float(np.median(times))
+  return evaluate.ms_per_image(method.forward, state, method.loader,
+                               lambda arrays: jax.device_put(arrays, device))
 
 
 def evaluate_method(method: Method, mesh) -> tuple[dict, dict]:
@@ -348,8 +318,8 @@ def footnote(report: dict) -> str:
           f"T = 0.5 mean + 0.5 max (classical); Pd/Fa: centroid within 3 px; F: beta^2 = 0.3; "
           f"F-area = AP x F; IoU, best thr: the largest IoU over the PR curve's thresholds (for a "
           f"classical detector, over each image's own score range); MB = fp32 params x 4 / 1e6; "
-          f"ms/image: median of the jitted forward "
-          f"over the first {TIMING_BATCHES} batches, fewer once {TIMING_BUDGET_S:.0f} s are timed "
+          f"ms/image: median of the jitted forward over the first {evaluate.TIMING_BATCHES} "
+          f"batches, fewer once {evaluate.TIMING_BUDGET_S:.0f} s are timed "
           f"({report['device']}). Paper columns: Table 3 "
           f"(CNN rows copied there from the ACM/ALCNet papers; its CPU seconds are on its "
           f"machine).")

@@ -269,7 +269,7 @@ def test_ms_per_image_reruns_fast_batches_and_stops_slow_ones_at_the_budget(monk
   timed once each and timing stops once TIMING_BUDGET_S (30 s) are spent, so a low-rank detector
   is not run for minutes more than its evaluation. The clock advances by what the forward ran."""
   counter, clock = [], [0.0]
-  monkeypatch.setattr(compare.time, "perf_counter", lambda: clock[0] + sum(counter))
+  monkeypatch.setattr(evaluate.time, "perf_counter", lambda: clock[0] + sum(counter))
   method = _counting_method(counter, per_run)
   ms = compare.ms_per_image(method, jax.devices("cpu")[0])
   assert len(counter) == runs

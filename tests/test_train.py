@@ -247,13 +247,14 @@ def test_sigterm_then_kill_and_resume_give_the_uninterrupted_result(trained, tmp
   _assert_same_params(a, b)
 
 
-def test_inference_timing_warms_each_shape_once_and_times_warm_calls(monkeypatch):
-  """evaluate's ms/image: the first call of a bucket shape compiles and is run again, later
-  batches of that shape are timed at once (a 512 x 512 batch of 8 of ACM-U-Net takes seconds
-  here): shapes A, A, B, A with 3 batches timed -> A warm, A, A, B warm, B = 5 runs, not 6."""
+def test_eval_timing_compiles_each_shape_once_ahead_and_reruns_fast_batches(monkeypatch):
+  """eval's ms/image (evaluate.ms_per_image, compare's timer too): each bucket shape is compiled
+  once, ahead and untimed, so no warm-up run; a fast batch (< RERUN_BELOW_S) is run again and the
+  repeat timed. Shapes A, A, B, A with 3 batches timed: A traced, A A, A A, B traced, B B."""
   runs = []
 
   def predict_logits(_, images, valid):
+    runs.append(f"traced {images.shape[1]}")  # at tracing only
     jax.debug.callback(lambda: runs.append(images.shape[1]))
     return images * valid
 
@@ -261,9 +262,9 @@ def test_inference_timing_warms_each_shape_once_and_times_warm_calls(monkeypatch
   ones = lambda h: np.ones((2, h, h, 1), np.float32)
   batches = [{"image": ones(h), "valid": ones(h), "weight": np.ones(2, np.float32)}
              for h in (8, 8, 16, 8)]
-  ms = evaluate._inference_ms_per_image(None, batches, input_pipeline.make_mesh())
+  ms = evaluate._eval_ms_per_image(None, batches, input_pipeline.make_mesh())
   jax.effects_barrier()
-  assert runs == [8, 8, 8, 16, 16] and ms > 0
+  assert runs == ["traced 8", 8, 8, 8, 8, "traced 16", 16, 16] and ms > 0
 
 
 def test_eval_mode_reproduces_last_logged_val_metrics(trained, tmp_path):

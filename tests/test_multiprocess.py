@@ -78,9 +78,7 @@ def run_processes(name: str, args_per_process: list, devices: int, tmp) -> list:
       env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), ROOT]),
              "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
              "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-             READS: str(tmp / f"{name}{k}.reads"),
-             # The 1-process runs compile the same programs: compiled once, read back after.
-             "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax_cache")}
+             READS: str(tmp / f"{name}{k}.reads")}
       with open(logs[k], "w") as log:
         procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
                                       env=env, stdout=log, stderr=subprocess.STDOUT))

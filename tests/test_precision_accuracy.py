@@ -16,9 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.py")
 
 
-def test_one_arm_trains_and_tests_in_both_dtypes_through_main_py(tmp_path, capsys, monkeypatch):
-  # The float32 evaluations read the eval step that training compiled (the same program).
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
+def test_one_arm_trains_and_tests_in_both_dtypes_through_main_py(tmp_path, capsys):
+  # The float32 evaluations read back the eval step that training compiled (the same program)
+  # from the suite's compilation cache (tests/conftest.py).
   # One bucket shape (every tiny image padded to 128): one eval compilation per process.
   argv = ["--config", TINY, "--workdir", str(tmp_path), "--seeds", "3", "--arms", "control",
           "--set", "num_epochs=1", "--set", "input.eval_pad_multiple=128",

@@ -42,7 +42,7 @@ def pytest_configure(config):
 # ones after them fill the gaps. 3230 s of tests ended in 1664 s, 50 s over an even split.
 LONGEST_FIRST = ("test_train.py",  # 710 s
                  "test_compare.py",  # 536
-                 "test_models.py",  # 454, before its variants ran one shape (-130)
+                 "test_models.py",  # 454, before its variants ran one shape (-112)
                  "test_baselines.py",  # 303
                  "test_multiprocess.py",  # 225
                  "test_xla_options.py",  # 178

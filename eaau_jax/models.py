@@ -43,14 +43,24 @@ def downsample_mask(valid: Optional[jax.Array]) -> Optional[jax.Array]:
   return None if valid is None else valid[:, ::2, ::2, :]
 
 
-def masked_mean(x: jax.Array, valid: Optional[jax.Array], axis=(1, 2)) -> jax.Array:
-  """Mean over ``axis`` (keepdims) of the valid pixels only, in ``x``'s dtype; summed in float32
-  at least (a bfloat16 pixel count is exact only up to 256)."""
+def masked_mean(x: jax.Array, valid: Optional[jax.Array]) -> jax.Array:
+  """Mean over H, W (axes 1, 2; keepdims) of the valid pixels only, in ``x``'s dtype, summed in
+  float32 at least (a bfloat16 pixel count is exact only up to 256). ``x`` (N, H, W, ...),
+  ``valid`` (N, H, W, 1, ...) with ones after H, W.
+
+  With a mask the sum is a dot of the pixels with the mask: XLA's CPU reductions take their
+  operands materialised, so ``(x * valid).sum()`` wrote the mask broadcast to ``x``'s shape and read
+  it back, where the dot reads ``x`` and the mask once (BENCHMARKS.md, 2026-11-29). HIGHEST: a
+  statistic, not a feature map (no TF32 on a GPU)."""
   if valid is None:
-    return x.mean(axis=axis, keepdims=True)
+    return x.mean(axis=(1, 2), keepdims=True)
   acc = jnp.promote_types(x.dtype, jnp.float32)
-  count = jnp.maximum(valid.sum(axis=axis, keepdims=True, dtype=acc), 1.0)
-  return ((x * valid).sum(axis=axis, keepdims=True, dtype=acc) / count).astype(x.dtype)
+  n, h, w, *rest = x.shape
+  mask = valid.reshape(n, h * w).astype(x.dtype)
+  count = jnp.maximum(mask.sum(axis=1, dtype=acc), 1.0)
+  total = jnp.einsum("npc,np->nc", x.reshape(n, h * w, -1), mask, preferred_element_type=acc,
+                     precision=jax.lax.Precision.HIGHEST)
+  return (total / count[:, None]).reshape(n, 1, 1, *rest).astype(x.dtype)
 
 
 def broadcast_like(v: jax.Array, x: jax.Array) -> jax.Array:
@@ -136,25 +146,28 @@ class ShuffleAttention(nn.Module):
       raise ValueError(f"ShuffleAttention: channels ({c}) must be divisible by 2 * groups "
                        f"({2 * self.groups}); lower `sa_groups` in the config.")
     half = c // (2 * self.groups)
-    x = x.reshape(n, h, w, self.groups, 2 * half)
-    v = None if valid is None else valid.reshape(n, h, w, 1, 1)
-    x_channel, x_spatial = x[..., :half], x[..., half:]
-
     cw = self.param("cweight", nn.initializers.zeros, (half,))
     cb = self.param("cbias", nn.initializers.ones, (half,))
     sw = self.param("sweight", nn.initializers.zeros, (half,))
     sb = self.param("sbias", nn.initializers.ones, (half,))
 
+    # Every channel's mean in one pass over the whole map: the channel halves' pooled values and
+    # the spatial halves' means, and the same computation as BAA's pooling of the same map, which
+    # XLA then computes once. Per half, it took a copy of each half and a pass over each.
+    mean = masked_mean(x, valid).reshape(n, 1, 1, self.groups, 2 * half)
+    x = x.reshape(n, h, w, self.groups, 2 * half)
+    v = None if valid is None else valid.reshape(n, h, w, 1, 1)
+    x_channel, x_spatial = x[..., :half], x[..., half:]
+
     # Every per-sample statistic and per-channel parameter meets the map through broadcast_like:
     # its gradient sums over the pixels in float32 whatever the compute dtype.
-    pooled = masked_mean(x_channel, v)
+    pooled = mean[..., :half]
     gate = nn.sigmoid(broadcast_like(cw, pooled) * pooled + broadcast_like(cb, pooled))
     x_channel = x_channel * broadcast_like(gate, x_channel)
 
-    mean = masked_mean(x_spatial, v)
-    var = masked_mean(jnp.square(x_spatial - broadcast_like(mean, x_spatial)), v)
-    normed = ((x_spatial - broadcast_like(mean, x_spatial))
-              * broadcast_like(jax.lax.rsqrt(var + self.epsilon), x_spatial))
+    centred = x_spatial - broadcast_like(mean[..., half:], x_spatial)
+    var = masked_mean(jnp.square(centred), v)
+    normed = centred * broadcast_like(jax.lax.rsqrt(var + self.epsilon), x_spatial)
     gate = nn.sigmoid(broadcast_like(sw, normed) * normed + broadcast_like(sb, normed))
     x_spatial = x_spatial * gate  # zero where x_spatial is
 

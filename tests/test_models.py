@@ -104,6 +104,42 @@ def test_shuffle_attention_rejects_indivisible_channels():
     models.ShuffleAttention(16).init(jax.random.key(0), jnp.zeros((1, 4, 4, 16)))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_masked_mean_is_the_mean_of_the_valid_pixels(dtype):
+  """Per sample and channel, over the valid pixels only, for SA's 5-D view too; an image with no
+  valid pixel gives 0, not NaN."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 7, 5, 4, 2)).astype(np.float32)
+  valid = (rng.uniform(size=(3, 7, 5, 1, 1)) > 0.4).astype(np.float32)
+  valid[2] = 0.0
+  got = models.masked_mean(jnp.asarray(x, dtype), jnp.asarray(valid, dtype))
+  assert got.shape == (3, 1, 1, 4, 2) and got.dtype == dtype
+  x = np.asarray(jnp.asarray(x, dtype), np.float64)  # the values the function saw
+  want = (x * valid).sum((1, 2), keepdims=True) / np.maximum(valid.sum((1, 2), keepdims=True), 1)
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=1e-5 if dtype == jnp.float32
+                             else 1e-2, atol=1e-6)
+  assert np.all(np.asarray(got[2], np.float32) == 0.0)
+  np.testing.assert_allclose(models.masked_mean(jnp.asarray(x[:2], jnp.float32), None),
+                             x[:2].mean((1, 2), keepdims=True), rtol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU compiler's HLO")
+def test_masked_shuffle_attention_copies_no_half_and_no_broadcast_mask():
+  """SA with a mask, compiled: no copy of the mask broadcast to the map's channels and no copy of a
+  channel half. Each was a full pass over memory at full resolution (the statistics now read the
+  map and the mask as they are: masked_mean's dot; one mean over the whole map)."""
+  from eaau_jax import xla_options  # pylint: disable=g-import-not-at-top
+  sa = models.ShuffleAttention(4)
+  x, valid = jnp.zeros((1, 32, 32, 16)), jnp.ones((1, 32, 32, 1))
+  variables = sa.init(jax.random.key(0), x, valid)
+  hlo = xla_options.jit(sa.apply).lower(variables, x, valid).compile().as_text()
+  entry = hlo[hlo.index("\nENTRY"):].splitlines()
+  # Of the map's size (1 x 32 x 32 in any channel layout): the two inputs and the output only.
+  copies = [line for line in entry if re.search(r"= f32\[1,32,32,", line)
+            and " parameter(" not in line and "ROOT" not in line]
+  assert not copies, "\n".join(copies)
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_bottom_up_global_attention_matches_numpy(xy, train):
   x, _ = xy

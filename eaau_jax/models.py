@@ -152,8 +152,8 @@ class ShuffleAttention(nn.Module):
     sb = self.param("sbias", nn.initializers.ones, (half,))
 
     # Every channel's mean in one pass over the whole map: the channel halves' pooled values and
-    # the spatial halves' means, and the same computation as BAA's pooling of the same map, which
-    # XLA then computes once. Per half, it took a copy of each half and a pass over each.
+    # the spatial halves' means. It is the same computation as BAA's pooling of the same map, so
+    # XLA computes it once. (Taken per half, each mean first copied its half out of the map.)
     mean = masked_mean(x, valid).reshape(n, 1, 1, self.groups, 2 * half)
     x = x.reshape(n, h, w, self.groups, 2 * half)
     v = None if valid is None else valid.reshape(n, h, w, 1, 1)

@@ -46,7 +46,8 @@ def downsample_mask(valid: Optional[jax.Array]) -> Optional[jax.Array]:
 def masked_mean(x: jax.Array, valid: Optional[jax.Array]) -> jax.Array:
   """Mean over H, W (axes 1, 2; keepdims) of the valid pixels only, in ``x``'s dtype, summed in
   float32 at least (a bfloat16 pixel count is exact only up to 256). ``x`` (N, H, W, ...),
-  ``valid`` (N, H, W, 1, ...) with ones after H, W.
+  ``valid`` one value per pixel, (N, H, W, 1) or with more unit axes, whatever ``x``'s trailing
+  axes.
 
   With a mask the sum is a dot of the pixels with the mask: XLA's CPU reductions take their
   operands materialised, so ``(x * valid).sum()`` wrote the mask broadcast to ``x``'s shape and read
@@ -156,7 +157,6 @@ class ShuffleAttention(nn.Module):
     # XLA computes it once. (Taken per half, each mean first copied its half out of the map.)
     mean = masked_mean(x, valid).reshape(n, 1, 1, self.groups, 2 * half)
     x = x.reshape(n, h, w, self.groups, 2 * half)
-    v = None if valid is None else valid.reshape(n, h, w, 1, 1)
     x_channel, x_spatial = x[..., :half], x[..., half:]
 
     # Every per-sample statistic and per-channel parameter meets the map through broadcast_like:
@@ -166,7 +166,7 @@ class ShuffleAttention(nn.Module):
     x_channel = x_channel * broadcast_like(gate, x_channel)
 
     centred = x_spatial - broadcast_like(mean[..., half:], x_spatial)
-    var = masked_mean(jnp.square(centred), v)
+    var = masked_mean(jnp.square(centred), valid)
     normed = centred * broadcast_like(jax.lax.rsqrt(var + self.epsilon), x_spatial)
     gate = nn.sigmoid(broadcast_like(sw, normed) * normed + broadcast_like(sb, normed))
     x_spatial = x_spatial * gate  # zero where x_spatial is

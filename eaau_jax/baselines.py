@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eaau_jax.errors import CheckpointError
-from eaau_jax.models import BN_EPSILON, BN_MOMENTUM, conv_init
+from eaau_jax.models import BN_EPSILON, BN_MOMENTUM, TransposedConvUpsample, conv_init
 from eaau_jax.xla_options import fusion_boundary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -273,11 +273,14 @@ class ACMUNet(_ACMBase):
   def mxnet_layout(self) -> dict:
     return {"transposed": ("deconv2", "deconv1"), "fixed": dict(STEM_FIXED)}
 
-  def deconv(self, x, features: int, name: str):
-    # MXNet Conv2DTranspose(k=4, s=2, p=1) == dilated correlation padded k-1-p = 2 per side with
-    # the spatially flipped kernel; the flip is done by the importer (mxnet_params.deconv_kernel).
-    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                            kernel_init=conv_init, name=name)(x)
+  @staticmethod
+  def deconv_layer(features: int, name: str) -> nn.Module:
+    """MXNet Conv2DTranspose(k=4, s=2, p=1, bias) == nn.ConvTranspose padded 2 per side (for this
+    kernel and stride, "SAME") with the spatially flipped kernel; the flip is done by the importer
+    (mxnet_params.deconv_kernel). Computed as EAAU-Net's upsampling is, by a convolution to the
+    four output phases + depth-to-space: nn.ConvTranspose's parameters, and XLA's transposed conv
+    made the whole net 1.20x slower in inference at 512², 1.42x in training (BENCHMARKS.md)."""
+    return TransposedConvUpsample(features, use_bias=True, name=name)
 
   def fuse(self, channels: int, name: str) -> ACMFuse:
     return ACMFuse(channels, self.fuse_mode, False, name=name)
@@ -287,10 +290,10 @@ class ACMUNet(_ACMBase):
     del valid  # unpadded inputs only (module docstring)
     size, ch = x.shape[1:3], self.channels
     c1, c2, c3 = self.encoder(x, train)
-    up = crop_to(self.deconv(c3, ch[2], "deconv2"), c2)
+    up = crop_to(self.deconv_layer(ch[2], "deconv2")(c3), c2)
     up = self.fuse(ch[2], "fuse2")(up, c2, train)
     up = self.stage(1, "uplayer2", 1, ch[2])(up, train)
-    up = crop_to(self.deconv(up, ch[1], "deconv1"), c1)
+    up = crop_to(self.deconv_layer(ch[1], "deconv1")(up), c1)
     up = self.fuse(ch[1], "fuse1")(up, c1, train)
     up = self.stage(0, "uplayer1", 1, ch[1])(up, train)
     return self.finish(up, size, train)

@@ -359,10 +359,12 @@ class TransposedConvUpsample(nn.Module):
   further on for the odd rows (columns): one 2x2 convolution of the input padded by a pixel holds
   all four, and so does one 3x3 convolution with zeros at the other taps. ``window`` picks the
   form (None: ``transposed_conv_window`` of the default backend). The parameter is the 4x4 kernel,
-  shape (4, 4, in, out) as ``nn.ConvTranspose``'s, so checkpoints of any form load in all.
+  shape (4, 4, in, out) as ``nn.ConvTranspose``'s, so checkpoints of any form load in all; with
+  ``use_bias`` (ACM-U-Net's deconvolutions) a "bias" as ``nn.ConvTranspose``'s too.
   """
   features: int
   window: Optional[int] = None
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -371,7 +373,10 @@ class TransposedConvUpsample(nn.Module):
         jax.default_backend())
     if window not in (2, 3):
       raise ConfigError(f"TransposedConvUpsample.window: {window!r}; expected 2, 3 or None")
-    return (transposed_conv_2x2 if window == 2 else transposed_conv_3x3)(x, kernel)
+    y = (transposed_conv_2x2 if window == 2 else transposed_conv_3x3)(x, kernel)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return y
 
 
 # transpose: the faster exact form on this backend; _2x2 / _3x3: that form on every backend.

@@ -3,6 +3,7 @@ released ACM-U-Net / ALCNet weights through the MXNet importer."""
 
 import importlib.util
 import os
+import re
 import subprocess
 
 import jax
@@ -72,6 +73,19 @@ def test_forward_and_gradient_at_odd_size(name, fields):
   leaves = jax.tree_util.tree_leaves(grads)
   assert all(bool(jnp.isfinite(g).all()) for g in leaves)
   assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+
+
+@pytest.mark.parametrize("name", ["acm_unet", "unet"])
+def test_u_nets_upsample_without_xla_transposed_convolution(name):
+  """ACM-U-Net's and U-Net's deconvolutions compile, in inference, to convolutions to their four
+  output phases, not to XLA's input-dilated transposed convolution (baselines.ACMUNet.deconv_layer;
+  their arithmetic: tests/test_mxnet_params.py). The net's other convolutions are not dilated."""
+  model = baselines.BASELINES[name](layers=(1, 1, 1))
+  x = jnp.zeros((1, 16, 16, 3))
+  variables = random_variables(model, x)
+  hlo = jax.jit(model.apply).lower(variables, x).compile().as_text()
+  assert len(re.findall(r" convolution\(", hlo)) >= 10
+  assert "lhs_dilate" not in hlo
 
 
 def test_resize_align_corners_keeps_corners_and_lines():

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from eaau_jax import baselines, models
 from eaau_jax import mxnet_params as mp
 
 
@@ -111,19 +112,31 @@ def torch_conv(x, w, stride, pad):
   return out
 
 
-def test_deconv_kernel_matches_scatter_definition():
-  """MXNet Conv2DTranspose(k=4, s=2, p=1) == our nn.ConvTranspose with the flipped kernel."""
+# ACM-U-Net's deconvolutions (baselines.ACMUNet.deconv) are TransposedConvUpsample with a bias, in
+# the backend's form; nn.ConvTranspose padded 2 per side is the layer they replaced.
+DECONV_LAYERS = {
+    "conv_transpose": nn.ConvTranspose(2, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2))),
+    "phases_2x2": models.TransposedConvUpsample(2, window=2, use_bias=True),
+    "phases_3x3": models.TransposedConvUpsample(2, window=3, use_bias=True),
+    "acm_unet": baselines.ACMUNet.deconv_layer(2, "deconv1"),
+}
+
+
+@pytest.mark.parametrize("layer", DECONV_LAYERS)
+def test_deconv_kernel_matches_scatter_definition(layer):
+  """MXNet Conv2DTranspose(k=4, s=2, p=1) == each of our layers with the flipped kernel."""
   rng = np.random.default_rng(0)
   x = rng.normal(size=(3, 5, 7))
   w, b = rng.normal(size=(3, 2, 4, 4)), rng.normal(size=2)
   ref = torch_conv_transpose(x, w, b, 2, 1)
-  layer = nn.ConvTranspose(2, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
-  got = layer.apply({"params": {"kernel": mp.deconv_kernel(w), "bias": b}},
+  layer = DECONV_LAYERS[layer]
+  got = layer.apply({"params": {"kernel": mp.deconv_kernel(w).astype(np.float32), "bias": b}},
                     jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32))
   assert got.shape == (1, 10, 14, 2)
   np.testing.assert_allclose(np.asarray(got[0]).transpose(2, 0, 1), ref, atol=1e-4)
   # And the unflipped kernel is wrong (the test can tell the two apart).
-  bad = layer.apply({"params": {"kernel": np.transpose(w, (2, 3, 0, 1)), "bias": b}},
+  bad = layer.apply({"params": {"kernel": np.transpose(w, (2, 3, 0, 1)).astype(np.float32),
+                                "bias": b}},
                     jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32))
   assert np.abs(np.asarray(bad[0]).transpose(2, 0, 1) - ref).max() > 0.1
 

@@ -278,8 +278,9 @@ class ACMUNet(_ACMBase):
     """MXNet Conv2DTranspose(k=4, s=2, p=1, bias) == nn.ConvTranspose padded 2 per side (for this
     kernel and stride, "SAME") with the spatially flipped kernel; the flip is done by the importer
     (mxnet_params.deconv_kernel). Computed as EAAU-Net's upsampling is, by a convolution to the
-    four output phases + depth-to-space: nn.ConvTranspose's parameters, and XLA's transposed conv
-    made the whole net 1.20x slower in inference at 512², 1.42x in training (BENCHMARKS.md)."""
+    four output phases + depth-to-space: nn.ConvTranspose's parameters; XLA's transposed conv
+    made the whole net 1.20x slower in inference at 512², 1.42x in training at 256² (2-core AVX2
+    CPU, BENCHMARKS.md)."""
     return TransposedConvUpsample(features, use_bias=True, name=name)
 
   def fuse(self, channels: int, name: str) -> ACMFuse:

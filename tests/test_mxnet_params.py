@@ -112,8 +112,8 @@ def torch_conv(x, w, stride, pad):
   return out
 
 
-# ACM-U-Net's deconvolutions (baselines.ACMUNet.deconv_layer) are TransposedConvUpsample with a bias, in
-# the backend's form; nn.ConvTranspose padded 2 per side is the layer they replaced.
+# ACM-U-Net's deconvolutions (baselines.ACMUNet.deconv_layer) are TransposedConvUpsample with a
+# bias, in the backend's form; nn.ConvTranspose padded 2 per side is the layer they replaced.
 DECONV_LAYERS = {
     "conv_transpose": nn.ConvTranspose(2, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2))),
     "phases_2x2": models.TransposedConvUpsample(2, window=2, use_bias=True),

@@ -352,8 +352,10 @@ def transposed_conv_window(backend: str) -> int:
 
 class TransposedConvUpsample(nn.Module):
   """The paper's 4x4 stride-2 transposed convolution, computed exactly as a convolution to its four
-  output phases + depth-to-space (the network through XLA's transposed conv is 1.2-1.4x slower on
-  the 2-core CPUs, 1.6x on an H200: benchmarks/upsampling.py).
+  output phases + depth-to-space. Through XLA's transposed conv, EAAU-Net's forward and backward
+  took 1.19x as long at 256² on a 2-core AVX2 CPU and 1.62x at 480² on an H200
+  (benchmarks/upsampling.py, 2026-11-28), and ACM-U-Net's train step 1.42x at 256² on the same
+  kind of CPU (benchmarks/tree_speed.py, 2026-11-29; BENCHMARKS.md).
 
   Each output phase is a 2x2 sub-kernel of the 4x4 kernel over a 2x2 input window, one pixel
   further on for the odd rows (columns): one 2x2 convolution of the input padded by a pixel holds

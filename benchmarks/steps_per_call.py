@@ -16,9 +16,9 @@ CPU affinity.
 
 --conv: why the rolled scan is slow. One 3 x 3 convolution's gradients (8 x 64² x 16 -> 16), 4
 times in straight-line code against 4 iterations of a scan: the median ms of 5 calls each, and the
-dimension labels of every convolution XLA compiled (in straight-line code the kernel gradient is a
-convolution of transposed copies in the canonical b01f_01io->b01f; in a while body it keeps a
-non-canonical form, which XLA's CPU convolution computes far more slowly).
+dimension labels of every convolution XLA compiled (in straight-line code all three are in the
+canonical b01f_01io->b01f, the kernel gradient a convolution of transposed copies; in a while body
+both gradients keep non-canonical forms, which XLA's CPU convolution computes far more slowly).
 
   python benchmarks/steps_per_call.py --crop 256 --forms 1,2/unroll,4/unroll --rounds 2
   python benchmarks/steps_per_call.py --conv

@@ -1,9 +1,9 @@
 """Several train steps per jitted call (``lax.scan``) against one per call, on the CPU (issue 10).
 
-Why one might: on the CPU XLA maps each execution's temporaries afresh through glibc (2.9 GB a
-step at 256², batch 8) and the kernel faults them in again every call (the page faults of
-BENCHMARKS.md). K steps in one call fault them in once per K steps, as TPU codebases' "steps per
-loop" amortise dispatch. This measures whether that pays: configs/sirst.py's train step
+Why one might: on the CPU what XLA's runtime allocates for a call (the step's temporaries, 2.0 GB
+at 256², batch 8, and Eigen's im2col buffers) is mapped afresh through glibc and faulted in again
+every call (the page faults of BENCHMARKS.md). K steps in one call might fault some of it in once
+per K steps, as TPU codebases' "steps per loop" amortise dispatch. This measures whether that pays: configs/sirst.py's train step
 (train.train_step under xla_options.jit, as train.compile_steps builds it, state donated), on the
 same random batch each step, for each form
   1          one step per call (the project's loop);

@@ -15,19 +15,23 @@ def rss_mb() -> float:
 
 def timed(fn, warmup: int, steps: int) -> dict:
   """warmup_s: seconds of the warm-up calls in all; times: seconds of each timed call (fn must
-  wait for its result); faults: the process's minor page faults per timed call (the kernel mapping
-  and zeroing fresh pages: allocations that go back to the OS after every call pay it again)."""
+  wait for its result); per timed call, the process's (all its threads'): faults, minor page
+  faults (the kernel mapping and zeroing fresh pages: allocations that go back to the OS after
+  every call pay it again); user_s and sys_s, CPU-seconds in user space and in the kernel (with T
+  threads, up to T x the call's wall time: work done, or spent waiting busily)."""
   t0 = time.perf_counter()
   for _ in range(warmup):
     fn()
   warm = time.perf_counter() - t0
-  times, faults = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  times, before = [], resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(steps):
     t0 = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t0)
-  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(steps, 1)
-  return {"warmup_s": warm, "times": times, "faults": faults}
+  after, n = resource.getrusage(resource.RUSAGE_SELF), max(steps, 1)
+  return {"warmup_s": warm, "times": times, "faults": (after.ru_minflt - before.ru_minflt) / n,
+          "user_s": (after.ru_utime - before.ru_utime) / n,
+          "sys_s": (after.ru_stime - before.ru_stime) / n}
 
 
 def jax_train_call(config, mesh, state, images, masks):

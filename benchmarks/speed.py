@@ -29,6 +29,11 @@ Figures, for configs/sirst.py's model (b = 3, EAA, its `upsampling`), in each --
                         default allocator every large buffer is unmapped when freed and faulted
                         in again at the next step; --malloc sets other allocator settings for
                         both frameworks (MALLOC).
+  CPU-seconds           per timed step (or pass) of the measuring process, all its threads
+                        (ru_utime, ru_stime): user space (the frameworks' kernels, and worker
+                        threads waiting busily for work) and the kernel (page faults, mostly).
+                        Over the step's wall time they give the cores kept busy; between
+                        frameworks, which one does more work where.
 --dtype bfloat16: JAX computes with config.compute_dtype = "bfloat16" (train.model_apply: params
 and image cast to bf16, logits back to float32; params, optimizer state, BatchNorm statistics and
 loss float32); PyTorch runs the forward (and the loss) under torch.autocast(device, bfloat16) with
@@ -461,7 +466,9 @@ def figure_rows(results: dict, specs: dict) -> list:
     rows.append((label(specs[key]), cell(jv), cell(tv), ratio(jv, tv, not is_speed)))
   for field, what in (("peak_rss_mb", "peak RSS MB"), ("peak_device_mb", "peak device MB"),
                       ("warmup_s", "warm-up s (JAX: compile)"),
-                      ("faults", "minor page faults per timed step or pass")):
+                      ("faults", "minor page faults per timed step or pass"),
+                      ("user_s", "user CPU-seconds per timed step or pass"),
+                      ("sys_s", "system CPU-seconds per timed step or pass")):
     for key, per in results.items():
       jv, tv = values(per, field)
       if any(v is not None for v in jv + tv):

@@ -1,6 +1,8 @@
 """benchmarks/speed.py's driver without running a worker: figure names per dtype, the device a
 worker's JAX gets, and the table when a measurement failed (a timeout or the --budget spent)."""
 
+import time
+
 from benchmarks import speed
 
 O = {**speed.MODES["quick"]}
@@ -101,3 +103,30 @@ def test_timed_counts_the_page_faults_of_fresh_memory():
   assert len(fresh["times"]) == 3 and fresh["warmup_s"] >= 0
   assert fresh["faults"] >= 32
   assert speed.timed(lambda: None, warmup=1, steps=3)["faults"] < 32
+
+
+def _spin(seconds: float) -> None:
+  """Busy for ``seconds`` of this process's CPU time (however loaded the machine is)."""
+  end, x = time.process_time() + seconds, 0
+  while time.process_time() < end:  # a system call: checked once per 100,000 additions
+    for i in range(100_000):
+      x += i
+
+
+def test_timed_counts_cpu_seconds_in_user_space_and_the_kernel():
+  """timed's user_s and sys_s per timed call: 0.1 CPU-seconds of spinning are user time (the
+  getrusage clock ticks in 4 ms or less here); a call that sleeps 0.1 s uses almost none."""
+  busy = speed.timed(lambda: _spin(0.1), warmup=0, steps=2)
+  assert busy["user_s"] >= 0.08 and busy["sys_s"] < 0.02, busy
+  idle = speed.timed(lambda: time.sleep(0.1), warmup=0, steps=2)
+  assert idle["user_s"] + idle["sys_s"] < 0.02, idle
+  assert min(idle["times"]) >= 0.1  # the sleep was timed: it is the CPU time that is missing
+
+
+def test_cpu_seconds_rows_in_the_block():
+  """Each framework's user and system CPU-seconds per step get a row, JAX's over PyTorch's."""
+  results = {"train_256": {"jax": [{**_result(2.0), "user_s": 10.3, "sys_s": 2.0}],
+                           "torch": [{**_result(2.5), "user_s": 8.1, "sys_s": 3.2}]}}
+  block = speed.report(results, _specs(["train_256"], ["float32"]), "quick", O, [0], "-")
+  assert "| user CPU-seconds per timed step or pass, train_256 | 10.3 | 8.1 | 1.27 |" in block
+  assert "| system CPU-seconds per timed step or pass, train_256 | 2 | 3.2 | 0.62 |" in block

@@ -534,8 +534,9 @@ def report(results: dict, specs: dict, mode: str, o: dict, cpus: list, sizes_not
   lines += ["", "| figure | JAX | PyTorch | JAX/PyTorch |", "|---|---:|---:|---:|"]
   lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in figure_rows(results, specs)]
   lines += ["", "JAX/PyTorch is JAX's speed over PyTorch's (> 1: JAX faster) for the first rows, "
-            "JAX's value over PyTorch's for memory, warm-up and page faults. Values in brackets: "
-            "each round. What each figure measures: the docstring of benchmarks/speed.py."]
+            "JAX's value over PyTorch's for memory, warm-up, page faults and CPU-seconds. Values "
+            "in brackets: each round. What each figure measures: the docstring of "
+            "benchmarks/speed.py."]
   failed = [f"{key} {f}: {r['failed']}" for key, per in results.items() for f in FRAMEWORKS
             for r in per[f] if "failed" in r]
   if failed:

@@ -115,7 +115,8 @@ def _spin(seconds: float) -> None:
 
 def test_timed_counts_cpu_seconds_in_user_space_and_the_kernel():
   """timed's user_s and sys_s per timed call: 0.1 CPU-seconds of spinning are user time (the
-  getrusage clock ticks in 4 ms or less here); a call that sleeps 0.1 s uses almost none."""
+  kernel splits a process's CPU time into user and system by its timer ticks: a few ms either
+  way); a call that sleeps 0.1 s uses almost none."""
   busy = speed.timed(lambda: _spin(0.1), warmup=0, steps=2)
   assert busy["user_s"] >= 0.08 and busy["sys_s"] < 0.02, busy
   idle = speed.timed(lambda: time.sleep(0.1), warmup=0, steps=2)

@@ -30,7 +30,7 @@ Figures, for configs/sirst.py's model (b = 3, EAA, its `upsampling`), in each --
                         in again at the next step; --malloc sets other allocator settings for
                         both frameworks (MALLOC).
   CPU-seconds           per timed step (or pass) of the measuring process, all its threads
-                        (ru_utime, ru_stime): user space (the frameworks' kernels, and worker
+                        (ru_utime, ru_stime): user space (the frameworks' computation, and worker
                         threads waiting busily for work) and the kernel (page faults, mostly).
                         Over the step's wall time they give the cores kept busy; between
                         frameworks, which one does more work where.
